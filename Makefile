@@ -1,0 +1,59 @@
+# Every target sets up what it needs: a fresh clone needs only `make serve` or `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8001
+PYTEST_ARGS ?=
+
+.PHONY: venv models serve test bench soak memrun proto lint format clean image
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Trains the example models on seeded synthetic data; only missing files are built.
+models: $(STAMP)
+	$(BIN)/python graphs/build_models.py
+
+serve: models
+	$(BIN)/engine serve graphs/ --host $(HOST) --port $(PORT)
+
+# pytest exit code 5 means no tests ran: that is a failure.
+test: models
+	@$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+
+bench: models
+	$(BIN)/python -m bench.run
+
+# 10 minutes at 70% of capacity with reloads, varied batches and request logging (SOAK_SECONDS to change).
+soak: models
+	$(BIN)/python -m bench.soak
+
+# 5 minutes of the soak on the one-model graph with dynamic batching, requests of 1 to 100 rows:
+# resident memory must not grow (bench/memrun.py).
+memrun: models
+	SOAK_SECONDS=$${SOAK_SECONDS:-300} SOAK_WORKLOAD=batched $(BIN)/python -m bench.soak
+
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+image:
+	docker build -t graph-engine:latest .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,172 @@
+"""A TTL cache in front of any feature source (aiocache; in memory by default, Redis optional).
+
+Entries are per entity and keyed by (source name, field set, key), so two nodes asking
+the same source for different fields never share an entry. A fetch looks every key up
+in one ``multi_get``, asks the wrapped source once for the keys it did not find, and
+stores what came back in one ``multi_set``. Values served from the cache have status
+CACHED; a field the store did not have stays MISSING (the absence is cached too, for
+the same ttl). Rows that were STALE, FAILED or TIMED_OUT are never cached. A cache backend that is
+down (Redis) is skipped: the fetch goes to the wrapped source and ``cache_errors`` counts it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+from aiocache import SimpleMemoryCache
+from aiocache.backends.redis import RedisCache
+from aiocache.base import BaseCache
+from aiocache.serializers import BaseSerializer, NullSerializer
+from redis.exceptions import RedisError
+
+from adapters.base import CACHED, MISSING, PRESENT, BatchBuilder, check_fields, key_text
+from engine.interfaces import FeatureBatch, FeatureField, FeatureSource
+from engine.tensors import DataType
+
+CachedRow = tuple[object, ...]  # one entity: a value per field, None where the store had none
+
+
+class RowSerializer(BaseSerializer):
+    """JSON for cached rows in Redis (never pickle: a shared cache must not run code); bytes as base64."""
+
+    DEFAULT_ENCODING = "utf-8"
+
+    def dumps(self, value: Any) -> str:
+        return json.dumps([{"b": base64.b64encode(v).decode()} if isinstance(v, bytes) else v for v in value])
+
+    def loads(self, value: str | None) -> Any:
+        if value is None:
+            return None
+        return tuple(base64.b64decode(v["b"]) if isinstance(v, dict) else v for v in json.loads(value))
+
+
+def _make_cache(backend: str, redis_url: str | None, namespace: str) -> BaseCache:
+    if backend == "memory":
+        return SimpleMemoryCache(serializer=NullSerializer(), namespace=namespace, timeout=None)
+    if backend == "redis":
+        parts = urlparse(redis_url or "redis://127.0.0.1:6379/0")
+        db = int(parts.path.lstrip("/") or 0)
+        return RedisCache(
+            endpoint=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            db=db,
+            password=parts.password,
+            serializer=RowSerializer(),
+            namespace=namespace,
+            timeout=None,
+            create_connection_timeout=1.0,
+            connection_pool_kwargs={"socket_timeout": 1.0, "client_name": f"engine-cache:{namespace}"},
+        )
+    raise ValueError(f"unknown cache backend '{backend}' (expected 'memory' or 'redis')")
+
+
+class CachedSource:
+    """Wraps ``source`` with a per-entity TTL cache; the same ``FeatureSource`` interface."""
+
+    def __init__(
+        self,
+        source: FeatureSource,
+        *,
+        ttl_s: float,
+        backend: str = "memory",
+        redis_url: str | None = None,
+        namespace: str = "engine-features",
+        owns_source: bool = True,
+    ) -> None:
+        if ttl_s <= 0:
+            raise ValueError(f"cache ttl must be positive, got {ttl_s}")
+        self.name = source.name
+        self.source = source
+        self.ttl_s = float(ttl_s)
+        self.backend = backend
+        self._cache = _make_cache(backend, redis_url, namespace)
+        self.cache_errors = 0
+        self.owns_source = owns_source  # False: a per-node cache in front of a shared source
+        self._field_sets: dict[tuple[tuple[str, DataType], ...], str] = {}
+
+    def __repr__(self) -> str:
+        return f"CachedSource({self.source!r}, ttl_s={self.ttl_s}, backend={self.backend!r})"
+
+    def schema(self) -> Mapping[str, DataType] | None:
+        return self.source.schema()
+
+    def _prefix(self, fields: Sequence[FeatureField]) -> str:
+        signature = tuple((f.name, f.datatype) for f in fields)
+        prefix = self._field_sets.get(signature)
+        if prefix is None:
+            described = ",".join(f"{n}:{d.value}" for n, d in signature)
+            prefix = self._field_sets[signature] = f"{self.name}|{described}|"
+        return prefix
+
+    async def fetch(
+        self, keys: Sequence[str], fields: Sequence[FeatureField], *, max_age_s: float | None = None
+    ) -> FeatureBatch:
+        check_fields(fields)
+        builder = BatchBuilder(len(keys), fields)
+        if not keys or not fields:
+            return builder.build()
+        prefix = self._prefix(fields)
+        cache_keys = [prefix + key_text(k) for k in keys]
+        entries: list[CachedRow | None] = await self._cache_call(self._cache.multi_get(cache_keys))
+        if entries is None:
+            entries = [None] * len(keys)
+        misses: list[int] = []
+        for row, entry in enumerate(entries):
+            if entry is None:
+                misses.append(row)
+                continue
+            for col, value in enumerate(entry):
+                if value is not None:
+                    builder.put(row, col, value, CACHED)
+        if misses:
+            fetched = await self.source.fetch([keys[i] for i in misses], fields, max_age_s=max_age_s)
+            builder.take(misses, fetched)
+            pairs = _cacheable(fetched, fields, [cache_keys[i] for i in misses])
+            if pairs:
+                await self._cache_call(self._cache.multi_set(pairs, ttl=self.ttl_s))
+        return builder.build()
+
+    async def _cache_call(self, call: Any) -> Any:
+        """A cache operation; a cache that is down degrades to the wrapped source (counted), never fails."""
+        try:
+            return await call
+        except (RedisError, OSError, TimeoutError):
+            self.cache_errors += 1
+            return None
+
+    async def clear(self) -> None:
+        """Drop every entry of this cache's namespace."""
+        await self._cache.clear()
+
+    async def close(self) -> None:
+        client = getattr(self._cache, "client", None)  # the Redis backend's client
+        if client is not None:
+            await client.aclose()
+        else:
+            await self._cache.close()
+        if self.owns_source:
+            await self.source.close()
+
+
+def _cacheable(batch: FeatureBatch, fields: Sequence[FeatureField], cache_keys: list[str]) -> list[tuple]:
+    """(cache key, row) for every row whose cells are all PRESENT or MISSING."""
+    status = batch.status
+    good = np.all((status == PRESENT) | (status == MISSING), axis=1)
+    columns = [batch.values[f.name] for f in fields]
+    pairs: list[tuple] = []
+    for row in np.flatnonzero(good):
+        cells = status[row]
+        entry = tuple(
+            None if cells[col] == MISSING else _plain(columns[col][row]) for col in range(len(fields))
+        )
+        pairs.append((cache_keys[row], entry))
+    return pairs
+
+
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,1 @@
+"""`make bench`: the engine measured against bare grpc.aio floors in the same run."""

@@ -1,0 +1,77 @@
+"""The floor: a bare grpc.aio Open Inference Protocol server with no graph engine.
+
+Modes: ``echo`` (answers the input as the output, no model), ``ort-inline``
+(onnxruntime on the event loop), ``ort-pool`` (onnxruntime in a thread pool).
+It does the least a V2 server can: parse, np.frombuffer, run, answer raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+
+from engine.protocol.generated.inference import grpc_service_pb2 as pb
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=("echo", "ort-inline", "ort-pool"), required=True)
+    parser.add_argument("--model")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+
+    session = None
+    if args.mode != "echo":
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+    pool = ThreadPoolExecutor(2)
+
+    async def infer(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        request = pb.ModelInferRequest.FromString(data)
+        tensor = request.inputs[0]
+        x = np.frombuffer(request.raw_input_contents[0], dtype=np.float32).reshape(tuple(tensor.shape))
+        if session is None:
+            y = x
+        elif args.mode == "ort-inline":
+            y = session.run(["y"], {"x": x})[0]
+        else:
+            loop = asyncio.get_running_loop()
+            y = (await loop.run_in_executor(pool, session.run, ["y"], {"x": x}))[0]
+        response = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+        response.outputs.add(name="y", datatype="FP32", shape=list(y.shape))
+        response.raw_output_contents.append(y.tobytes())
+        return response.SerializeToString()
+
+    async def ready(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return pb.ServerReadyResponse(ready=True).SerializeToString()
+
+    async def serve() -> None:
+        server = grpc.aio.server()
+        handlers = {
+            "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
+            "ServerReady": grpc.unary_unary_rpc_method_handler(ready),
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers),)
+        )
+        server.add_insecure_port(f"127.0.0.1:{args.port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    try:
+        import uvloop
+
+        uvloop.run(serve())
+    except ImportError:
+        asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

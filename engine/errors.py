@@ -1,0 +1,153 @@
+"""The engine's one error tree.
+
+Every failure the engine knows about is one of these classes. The protocol edge
+(`engine.protocol.status`) maps each class, by walking its MRO, to exactly one
+gRPC status code; anything that is not an ``EngineError`` is our bug and becomes
+INTERNAL with a generic message and a logged error id.
+
+    EngineError
+    ├── InvalidRequest ................ INVALID_ARGUMENT  a malformed request
+    │   └── TensorError ............... INVALID_ARGUMENT  names the tensor at fault
+    ├── NotFound ...................... NOT_FOUND
+    │   └── GraphNotFound ............. NOT_FOUND         unknown graph or version
+    ├── Unavailable ................... UNAVAILABLE       retryable
+    │   ├── GraphUnavailable .......... UNAVAILABLE       loading, failed or unloaded
+    │   ├── ServerNotReady ............ UNAVAILABLE       starting or draining
+    │   └── DependencyUnavailable ..... UNAVAILABLE       a store a node needs is down
+    ├── Overloaded .................... RESOURCE_EXHAUSTED  shed by admission control
+    ├── DeadlineExceeded .............. DEADLINE_EXCEEDED request deadline or node timeout
+    ├── Unauthenticated ............... UNAUTHENTICATED
+    ├── PermissionDenied .............. PERMISSION_DENIED
+    ├── Unimplemented ................. UNIMPLEMENTED
+    ├── FailedPrecondition ............ FAILED_PRECONDITION  admin action invalid now
+    │   └── GraphInvalid .............. FAILED_PRECONDITION  a graph failed validation/load
+    └── InternalError ................. INTERNAL          our bug
+        └── ModelContractError ........ INTERNAL          a model broke its declared signature
+
+Third-party exceptions (onnxruntime, yaml, redis, …) are translated into this
+tree where they enter, with ``raise … from exc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class EngineError(Exception):
+    """Base of every error the engine raises on purpose.
+
+    ``node`` and ``tensor`` name the part at fault when there is one; the
+    protocol edge puts them in the status message.
+    """
+
+    def __init__(self, message: str, *, node: str | None = None, tensor: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.node = node
+        self.tensor = tensor
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(EngineError):
+    """The request is malformed; retrying it unchanged cannot succeed."""
+
+
+class TensorError(InvalidRequest):
+    """A tensor in the request is wrong (dtype, shape, size, framing, range)."""
+
+    def __init__(self, tensor: str, problem: str) -> None:
+        super().__init__(f"tensor '{tensor}': {problem}", tensor=tensor)
+        self.problem = problem
+
+
+class NotFound(EngineError):
+    """Something the request names does not exist."""
+
+
+class GraphNotFound(NotFound):
+    def __init__(self, graph: str, version: str = "") -> None:
+        what = f"graph '{graph}'" + (f" version '{version}'" if version else "")
+        super().__init__(f"{what} not found")
+        self.graph = graph
+        self.version = version
+
+
+class Unavailable(EngineError):
+    """Retryable: the thing exists but cannot serve right now."""
+
+
+class GraphUnavailable(Unavailable):
+    pass
+
+
+class ServerNotReady(Unavailable):
+    pass
+
+
+class DependencyUnavailable(Unavailable):
+    pass
+
+
+class Overloaded(EngineError):
+    """Shed by admission control; the client should back off ``retry_after_ms``."""
+
+    def __init__(self, message: str, *, retry_after_ms: int = 100) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
+class DeadlineExceeded(EngineError):
+    pass
+
+
+class Unauthenticated(EngineError):
+    pass
+
+
+class PermissionDenied(EngineError):
+    pass
+
+
+class Unimplemented(EngineError):
+    pass
+
+
+class FailedPrecondition(EngineError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One problem found in a graph, located in its source file."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+    severity: str = "error"  # "error" | "warning"
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.message}"
+
+
+class GraphInvalid(FailedPrecondition):
+    """A graph could not be loaded; ``diagnostics`` lists every problem found."""
+
+    def __init__(self, graph: str, diagnostics: Sequence[Diagnostic]) -> None:
+        self.graph = graph
+        self.diagnostics = tuple(diagnostics)
+        errors = [d for d in self.diagnostics if d.severity == "error"]
+        head = "; ".join(str(d) for d in errors[:3])
+        more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+        super().__init__(f"graph '{graph}' is invalid: {head}{more}")
+
+
+class InternalError(EngineError):
+    """Our bug. Clients see a generic message and an error id, never this text."""
+
+
+class ModelContractError(InternalError):
+    """A model returned something other than what its signature declares."""

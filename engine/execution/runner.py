@@ -1,0 +1,512 @@
+"""Runs a compiled ``Plan`` for one request.
+
+``PlanRunner`` is built once per graph version; it decides, once, how each
+stage is scheduled: steps that finish synchronously (transforms, combines,
+models measured fast enough to run inline) run in place with no task; steps
+that wait on something (a model in the thread pool) run concurrently in an
+``asyncio.TaskGroup`` when a stage has more than one of them, so a failing
+node cancels its siblings. Per request the runner only moves arrays between
+slots.
+
+Deadlines are absolute ``time.monotonic()`` seconds. No node starts after the
+deadline has passed; a node's own ``timeout`` is bounded by what is left of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.errors import DeadlineExceeded, EngineError, InternalError, InvalidRequest
+from engine.execution.features import fetch_features
+from engine.execution.stats import GraphStats, NodeStats
+from engine.graph.plan import (
+    Branch,
+    DefaultFill,
+    Fallback,
+    FeatureStep,
+    FunctionStep,
+    ModelStep,
+    Plan,
+    RouteStep,
+    ShadowStep,
+    Step,
+)
+from engine.interfaces import BATCH_RUN, QUEUE_WAIT_NS, RUN_DEADLINE, NodeEvent, Observer
+from engine.shadow.compare import ShadowComparison, ShadowComparisons
+from engine.shadow.outcome import RequestShadows
+from engine.shadow.runner import LiveResult, ShadowPool, ShadowRun, ShadowWork
+
+Values = list[np.ndarray | None]
+_NO_BATCH = (0, False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stage:
+    inline: tuple[Step, ...]  # run one after another, in place
+    waiting: tuple[Step, ...]  # may wait on a thread or I/O: concurrent when more than one
+
+
+def _waits(step: Step) -> bool:
+    """Whether a step can suspend for long (so siblings are worth running concurrently)."""
+    if isinstance(step, FunctionStep):
+        return False
+    if isinstance(step, ModelStep):
+        return not getattr(step.runtime, "inline", False)
+    if isinstance(step, FeatureStep):
+        return True
+    return any(_waits(s) for branch in step.branches for s in branch.steps)
+
+
+class PlanRunner:
+    def __init__(
+        self,
+        plan: Plan,
+        stats: GraphStats | None = None,
+        *,
+        shadows: ShadowPool | None = None,
+        comparisons: ShadowComparisons | None = None,
+    ) -> None:
+        self.plan = plan
+        self.stats = stats or GraphStats(plan.graph, plan.version)
+        self._stages = tuple(
+            _Stage(
+                inline=tuple(s for s in stage if not _waits(s)),
+                waiting=tuple(s for s in stage if _waits(s)),
+            )
+            for stage in plan.stages
+        )
+        self._node_stats: dict[str, NodeStats] = {}
+        for step in _all_steps(plan):
+            self._node_stats[step.name] = self.stats.node(step.name, step.kind)
+        self._n_inputs = len(plan.inputs)
+        self._has_optional = any(step.optional for step in _all_steps(plan))
+        # Largest batch each model runs inline (runtimes that say so, e.g. OnnxModel.inline_max_rows).
+        self._inline_rows: dict[str, int] = {
+            step.name: int(
+                getattr(step.runtime, "inline_max_rows", 0) if getattr(step.runtime, "inline", False) else 0
+            )
+            for step in _all_steps(plan)
+            if isinstance(step, ModelStep)
+        }
+        # Shadows run only with a pool and a place for their numbers (the warm-up runner has neither).
+        self._pool = shadows if comparisons is not None else None
+        self._comparisons: dict[str, ShadowComparison] = {}
+        if self._pool is not None and comparisons is not None:
+            for step in _all_steps(plan):
+                for shadow in step.shadows if isinstance(step, ModelStep) else ():
+                    self._comparisons[shadow.name] = comparisons.add(shadow.config)
+
+    @property
+    def has_shadows(self) -> bool:
+        """Whether requests may start shadow work (callers then pass a ``RequestShadows``)."""
+        return bool(self._comparisons)
+
+    def _mirror(
+        self, step: ModelStep, args: list[np.ndarray], request_id: str, results: RequestShadows | None
+    ) -> asyncio.Future[LiveResult | None]:
+        """Hand ``step``'s shadows their copy of its inputs; the future gets the live side later."""
+        pool = self._pool
+        assert pool is not None
+        live: asyncio.Future[LiveResult | None] = asyncio.get_running_loop().create_future()
+        for shadow in step.shadows:
+            comparison = self._comparisons.get(shadow.name)
+            if comparison is not None:
+                pool.submit(
+                    comparison, _candidate(shadow, args), live=live, request_id=request_id, results=results
+                )
+        return live
+
+    async def run(
+        self,
+        inputs: Sequence[np.ndarray],
+        *,
+        deadline: float | None = None,
+        observer: Observer | None = None,
+        request_id: str = "",
+        shadows: RequestShadows | None = None,
+    ) -> tuple[np.ndarray, ...]:
+        """Run the plan; ``inputs`` are in ``plan.inputs`` order. Returns ``plan.outputs`` in order.
+
+        ``request_id`` decides shadow sampling by id (when the pool samples so); ``shadows``
+        collects this request's shadow outcomes for its request-log record."""
+        plan = self.plan
+        values: Values = [None] * plan.n_slots
+        values[: self._n_inputs] = inputs
+        rows = _batch_rows(plan, values)
+        call = _Call(self, deadline, observer, rows, request_id, shadows)
+        for stage in self._stages:
+            for step in stage.inline:
+                await call.step(step, values)
+            if len(stage.waiting) == 1:
+                await call.step(stage.waiting[0], values)
+            elif stage.waiting:
+                await call.concurrently(stage.waiting, values)
+        return tuple(values[slot] for slot in plan.output_slots)  # type: ignore[misc]
+
+
+class _Call:
+    """The state of one request's walk over a plan."""
+
+    __slots__ = ("deadline", "observer", "request_id", "rows", "runner", "shadows", "t0")
+
+    def __init__(
+        self,
+        runner: PlanRunner,
+        deadline: float | None,
+        observer: Observer | None,
+        rows: int,
+        request_id: str = "",
+        shadows: RequestShadows | None = None,
+    ):
+        self.runner = runner
+        self.deadline = deadline
+        self.observer = observer
+        self.rows = rows
+        self.request_id = request_id
+        self.shadows = shadows
+        self.t0 = time.perf_counter_ns()
+
+    async def concurrently(self, steps: Sequence[Step], values: Values) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for step in steps:
+                    group.create_task(self.step(step, values))
+        except BaseExceptionGroup as group_error:
+            raise _first_error(group_error) from None
+
+    async def step(self, step: Step, values: Values) -> None:
+        if isinstance(step, ModelStep) and step.shadows and self.runner._pool is not None:
+            await self._mirrored(step, values)
+        else:
+            await self._step(step, values)
+
+    async def _mirrored(self, step: ModelStep, values: Values) -> None:
+        """Run a model step that has shadows: they start now, on the same input arrays, and are
+        compared with its outputs once known (``None``: it failed or was recovered)."""
+        args: list[np.ndarray] = [values[i] for i in step.inputs]  # type: ignore[misc]
+        live = self.runner._mirror(step, args, self.request_id, self.shadows)
+        start = time.perf_counter_ns()
+        result: LiveResult | None = None
+        try:
+            if not await self._step(step, values):
+                outputs = {
+                    name: values[slot] for name, slot in zip(step.output_names, step.outputs, strict=True)
+                }
+                result = LiveResult(outputs, time.perf_counter_ns() - start)  # type: ignore[arg-type]
+        finally:
+            if not live.done():
+                live.set_result(result)
+
+    async def _step(self, step: Step, values: Values) -> bool:
+        """Run one step into ``values``; True when its on_error action produced the outputs."""
+        deadline = self.deadline
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceeded(
+                f"request deadline passed before node '{step.name}' started", node=step.name
+            )
+        start = time.perf_counter_ns()
+        args = [values[i] for i in step.inputs]
+        if self.runner._has_optional and _needs_absent(step, args, values):
+            self._skip(step, start)
+            return True
+        branch_rows: dict[str, int] | None = None
+        queue_ns = 0
+        batch = _NO_BATCH  # (rows of the batch a batching model ran these rows in, counted here)
+        recovered = False
+        statuses: np.ndarray | None = None
+        try:
+            if isinstance(step, FunctionStep):
+                outs = step.fn(args)  # type: ignore[arg-type]
+            elif isinstance(step, ModelStep):
+                QUEUE_WAIT_NS.set(0)
+                if self._inline(step, args):  # finishes without suspending: a timer could not stop it
+                    outs = await step.runtime.run(args)  # type: ignore[arg-type]
+                else:
+                    BATCH_RUN.set(_NO_BATCH)
+                    outs = await self._bounded(step, step.runtime.run(args))  # type: ignore[arg-type]
+                    batch = BATCH_RUN.get()
+                queue_ns = QUEUE_WAIT_NS.get()
+            elif isinstance(step, FeatureStep):
+                outs, statuses = await fetch_features(step, args[0], deadline)  # type: ignore[arg-type]
+            else:
+                outs, branch_rows = await self._route(step, args, values)
+        except EngineError as exc:
+            if step.recovery is not None and self._recoverable(exc):
+                outs, recovered = await self._recover(step, start, exc, values), True
+            elif step.optional and self._recoverable(exc):
+                self._fail(step, start, exc, recovered="optional, outputs left out")
+                return True
+            else:
+                self._fail(step, start, exc)
+                raise _attribute(exc, step.name) from None
+        except (TimeoutError, asyncio.CancelledError):
+            self._fail(step, start, None)
+            raise
+        except Exception as exc:
+            if step.optional and step.recovery is None:
+                self._fail(step, start, exc, recovered="optional, outputs left out")
+                return True
+            if step.recovery is None:
+                self._fail(step, start, exc)
+                raise InternalError(
+                    f"node '{step.name}' failed: {type(exc).__name__}", node=step.name
+                ) from exc
+            outs, recovered = await self._recover(step, start, exc, values), True
+        for slot, array in zip(step.outputs, outs, strict=True):
+            values[slot] = array
+        if recovered:  # counted (and observed) as a failure that its on_error action covered
+            return True
+        duration = time.perf_counter_ns() - start
+        rows = int(args[0].shape[0]) if args and args[0] is not None and args[0].ndim else self.rows
+        stats = self.runner._node_stats[step.name]
+        stats.record(True, duration, rows, queue_ns)
+        if batch[1]:
+            stats.count_batch(batch[0])
+        if statuses is not None:
+            stats.count_features(statuses)
+        if self.observer is not None:
+            self._observe(
+                step, start, duration, rows, args, outs, branch_rows, None, queue_ns, statuses, batch[0]
+            )
+        return False
+
+    def _skip(self, step: Step, start: int) -> None:
+        """``step`` needs an output an optional node could not give: it does not run (not a failure)."""
+        if self.observer is not None:
+            error = "skipped: an input comes from an optional node that failed"
+            self._observe(step, start, 0, 0, [], (), None, error)
+
+    def _recoverable(self, exc: EngineError) -> bool:
+        """A node's own failure can be recovered; a request that is out of time cannot."""
+        return not (
+            isinstance(exc, DeadlineExceeded)
+            and self.deadline is not None
+            and time.monotonic() >= self.deadline
+        )
+
+    async def _recover(
+        self, step: Step, start: int, exc: BaseException, values: Values
+    ) -> tuple[np.ndarray, ...]:
+        """Run ``step``'s on_error action; counts the failure and says which action fired."""
+        recovery = step.recovery
+        self._fail(step, start, exc, recovered="default" if isinstance(recovery, DefaultFill) else "fallback")
+        if isinstance(recovery, DefaultFill):
+            return tuple(
+                np.full((self.rows, *spec.shape[1:]), recovery.value, dtype=spec.datatype.numpy_dtype)
+                for spec in recovery.outputs
+            )
+        assert isinstance(recovery, Fallback)
+        for inner in recovery.steps:
+            await self.step(inner, values)  # a failing fallback fails the request, naming itself
+        return tuple(values[slot] for slot in recovery.results)  # type: ignore[misc]
+
+    def _inline(self, step: ModelStep, args: list[np.ndarray | None]) -> bool:
+        """Whether the runtime will run this batch synchronously on the event loop."""
+        limit = self.runner._inline_rows.get(step.name, 0)
+        if limit <= 0:
+            return False
+        first = args[0] if args else None
+        rows = int(first.shape[0]) if first is not None and first.ndim else 1
+        return rows <= limit
+
+    async def _bounded(self, step: Step, awaitable):  # type: ignore[no-untyped-def]
+        """Await ``awaitable`` within the node's timeout and the request's deadline."""
+        budget = step.timeout_s
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            budget = left if budget is None else min(budget, left)
+        RUN_DEADLINE.set(None if budget is None else time.monotonic() + budget)  # batching runtimes read it
+        if budget is None:
+            return await awaitable
+        try:
+            async with asyncio.timeout(budget):
+                return await awaitable
+        except TimeoutError:
+            if step.timeout_s is not None and budget == step.timeout_s:
+                msg = f"node '{step.name}' exceeded its timeout of {step.timeout_s * 1000:g} ms"
+            else:
+                msg = f"request deadline exceeded while node '{step.name}' was running"
+            raise DeadlineExceeded(msg, node=step.name) from None
+
+    async def _route(
+        self, step: RouteStep, args: list[np.ndarray], values: Values
+    ) -> tuple[tuple[np.ndarray, ...], dict[str, int]]:
+        assignment = np.asarray(step.router(args))
+        n = assignment.shape[0]
+        branch_rows = dict.fromkeys((b.label for b in step.branches), 0)
+        if n and (n == 1 or not (assignment != assignment[0]).any()):
+            # Every row takes one branch (always so at batch 1): no partition, no reassembly.
+            branch = step.branches[int(assignment[0])]
+            branch_rows[branch.label] = n
+            return await self._branch(branch, None, n, values), branch_rows
+        parts: list[tuple[np.ndarray, tuple[np.ndarray, ...]]] = []
+        for index, branch in enumerate(step.branches):
+            rows = np.flatnonzero(assignment == index)
+            branch_rows[branch.label] = int(rows.shape[0])
+            if rows.shape[0]:
+                parts.append((rows, await self._branch(branch, rows, n, values)))
+        return _reassemble(step, n, parts), branch_rows
+
+    async def _branch(
+        self, branch: Branch, rows: np.ndarray | None, n: int, values: Values
+    ) -> tuple[np.ndarray, ...]:
+        """Run ``branch`` on ``rows`` of the batch (``None``: on every row)."""
+        local = list(values)
+        for slot in branch.row_inputs:
+            array = values[slot]
+            if array is None:
+                raise InternalError(f"branch '{branch.label}' reads an empty slot {slot}")
+            if array.ndim == 0 or array.shape[0] != n:
+                name = self.runner.plan.slot_names[slot]
+                raise InvalidRequest(
+                    f"'{name}' has {array.shape[0] if array.ndim else 0} rows but the batch has {n}; "
+                    f"branch '{branch.label}' needs one row per batch row"
+                )
+            if rows is not None:
+                local[slot] = array[rows]
+        for inner in branch.steps:
+            await self.step(inner, local)
+        return tuple(local[slot] for slot in branch.results)  # type: ignore[misc]
+
+    def _fail(self, step: Step, start: int, exc: BaseException | None, recovered: str | None = None) -> None:
+        duration = time.perf_counter_ns() - start
+        self.runner._node_stats[step.name].record(False, duration, 0)
+        if self.observer is not None:
+            error = str(exc) if isinstance(exc, EngineError) else type(exc).__name__ if exc else "cancelled"
+            if recovered is not None:
+                error = f"{error} (recovered: {recovered})"
+            self._observe(step, start, duration, 0, [], (), None, error)
+
+    def _observe(
+        self, step, start, duration, rows, args, outs, branch_rows, error, queue_ns=0, statuses=None, batch=0
+    ) -> None:  # type: ignore[no-untyped-def]
+        names = self.runner.plan.slot_names
+        assert self.observer is not None
+        self.observer.on_node(
+            NodeEvent(
+                graph=self.runner.plan.graph,
+                version=self.runner.plan.version,
+                node=step.name,
+                kind=step.kind,
+                start_ns=start - self.t0,
+                duration_ns=duration,
+                rows=rows,
+                inputs={names[i]: a for i, a in zip(step.inputs, args, strict=False) if a is not None},
+                outputs=dict(zip(step.output_names, outs, strict=False)),
+                branch=branch_rows,
+                error=error,
+                queue_ns=queue_ns,
+                batch_size=batch,
+                feature_status=(
+                    {name: statuses[:, k] for k, name in enumerate(step.output_names)}
+                    if statuses is not None
+                    else None
+                ),
+                source=step.source_name if isinstance(step, FeatureStep) else None,
+            )
+        )
+
+
+def _reassemble(
+    step: RouteStep, n: int, parts: list[tuple[np.ndarray, tuple[np.ndarray, ...]]]
+) -> tuple[np.ndarray, ...]:
+    if len(parts) == 1 and parts[0][0].shape[0] == n:
+        return parts[0][1]  # every row took one branch: its outputs are already in order
+    outs: list[np.ndarray] = []
+    for k, spec in enumerate(step.output_specs):
+        if parts:
+            first = parts[0][1][k]
+            out = np.empty((n, *first.shape[1:]), dtype=first.dtype)
+            for rows, results in parts:
+                out[rows] = results[k]
+        else:  # an empty batch: nothing ran
+            tail = tuple(max(d, 0) for d in spec.shape[1:])
+            out = np.empty((0, *tail), dtype=spec.datatype.numpy_dtype)
+        outs.append(out)
+    return tuple(outs)
+
+
+def _batch_rows(plan: Plan, values: Values) -> int:
+    rows = -1
+    for slot in plan.batch_inputs:
+        array = values[slot]
+        assert array is not None
+        n = int(array.shape[0])
+        if rows == -1:
+            rows = n
+        elif n != rows:
+            first = plan.slot_names[plan.batch_inputs[0]]
+            raise InvalidRequest(
+                f"inputs disagree on batch size: '{first}' has {rows} rows, "
+                f"'{plan.slot_names[slot]}' has {n}",
+                tensor=plan.slot_names[slot],
+            )
+    return max(rows, 0)
+
+
+def _attribute(exc: EngineError, node: str) -> EngineError:
+    """Name the node in an error raised inside it (once)."""
+    if exc.node is None:
+        exc.node = node
+        exc.message = f"node '{node}': {exc.message}"
+        exc.args = (exc.message,)
+    return exc
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(reversed(exc.exceptions))
+        else:
+            leaves.append(exc)
+    for exc in leaves:
+        if isinstance(exc, EngineError):
+            return exc
+    return next((e for e in leaves if not isinstance(e, asyncio.CancelledError)), leaves[0])
+
+
+def _needs_absent(step: Step, args: list[np.ndarray | None], values: Values) -> bool:
+    """Whether ``step`` reads a slot an optional node left empty (its branches' inputs included)."""
+    if any(a is None for a in args):
+        return True
+    if isinstance(step, RouteStep):
+        return any(values[slot] is None for branch in step.branches for slot in branch.row_inputs)
+    return False
+
+
+def _candidate(shadow: ShadowStep, args: list[np.ndarray]) -> ShadowWork:
+    """The shadow pool's work unit: run the candidate on the target's input arrays, timed."""
+
+    async def run() -> ShadowRun:
+        start = time.perf_counter_ns()
+        outputs = await shadow.runtime.run(args)
+        return ShadowRun(dict(zip(shadow.output_names, outputs, strict=True)), time.perf_counter_ns() - start)
+
+    return run
+
+
+def _all_steps(plan: Plan) -> list[Step]:
+    found: list[Step] = []
+
+    def visit(step: Step) -> None:
+        found.append(step)
+        if isinstance(step, RouteStep):
+            for branch in step.branches:
+                for inner in branch.steps:
+                    visit(inner)
+        if isinstance(step.recovery, Fallback):
+            for inner in step.recovery.steps:
+                visit(inner)
+
+    for stage in plan.stages:
+        for step in stage:
+            visit(step)
+    return found

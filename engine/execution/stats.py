@@ -1,0 +1,145 @@
+"""Per-graph and per-node counters: Triton-style ModelStatistics and Prometheus histograms.
+
+The executor and the protocol edge add to these with plain integer arithmetic
+(no locks: one event loop per process owns them; a scrape from another thread
+reads a slightly stale but consistent-enough snapshot). Nothing here calls a
+metrics library on the request path: the protocol edge turns these into
+``ModelStatisticsResponse`` messages, and ``engine.observability.metrics`` into
+Prometheus text when scraped.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.interfaces import FEATURE_STATUS_NAMES
+
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the latency histograms; +Inf is implied."""
+_BOUNDS_NS: tuple[int, ...] = tuple(round(b * 1e9) for b in LATENCY_BUCKETS_S)
+BATCH_SIZE_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
+"""Upper bounds (rows) of the batch-size histogram of batching model nodes; +Inf is implied."""
+
+
+@dataclass(slots=True)
+class Duration:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int) -> None:
+        self.count += 1
+        self.ns += ns
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Counts per latency bucket (non-cumulative; the last bucket is +Inf) and their sum."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(_BOUNDS_NS) + 1))
+    sum_ns: int = 0
+
+    def observe(self, ns: int) -> None:
+        self.counts[bisect_left(_BOUNDS_NS, ns)] += 1
+        self.sum_ns += ns
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+@dataclass(slots=True)
+class NodeStats:
+    """One node (a "composing model" in Triton's terms)."""
+
+    name: str
+    kind: str
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    latency: Histogram = field(default_factory=Histogram)
+    queue: Duration = field(default_factory=Duration)  # of successful runs: waiting for a thread
+    rows: int = 0
+    batch_sizes: list[int] | None = None  # batching nodes: batches per BATCH_SIZE_BUCKETS bucket, +Inf last
+    batch_rows: int = 0  # rows of those batches (the histogram's sum)
+    last_inference_ms: int = 0
+    feature_values: list[int] = field(default_factory=lambda: [0] * len(FEATURE_STATUS_NAMES))
+
+    def count_features(self, status: np.ndarray) -> None:
+        """Add a features node's per-value statuses (uint8 ``FeatureStatus``) to its counters."""
+        counts = np.bincount(status.reshape(-1), minlength=len(FEATURE_STATUS_NAMES))
+        for i in range(len(FEATURE_STATUS_NAMES)):
+            self.feature_values[i] += int(counts[i])
+
+    def count_batch(self, size: int) -> None:
+        """One batch of ``size`` rows ran (counted by one of the requests that shared it)."""
+        if self.batch_sizes is None:
+            self.batch_sizes = [0] * (len(BATCH_SIZE_BUCKETS) + 1)
+        self.batch_sizes[bisect_left(BATCH_SIZE_BUCKETS, size)] += 1
+        self.batch_rows += size
+
+    def record(self, ok: bool, duration_ns: int, rows: int, queue_ns: int = 0) -> None:
+        (self.success if ok else self.fail).add(duration_ns)
+        self.latency.observe(duration_ns)
+        if ok:
+            self.rows += rows
+            self.queue.add(queue_ns)
+        self.last_inference_ms = time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class GraphStats:
+    """One graph version: request-level durations split as Triton does, and by status code."""
+
+    name: str
+    version: str
+    nodes: dict[str, NodeStats] = field(default_factory=dict)
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    by_code: dict[str, Histogram] = field(default_factory=dict)  # "OK", "INVALID_ARGUMENT", …
+    inference_count: int = 0  # rows served
+    execution_count: int = 0  # requests executed
+    last_inference_ms: int = 0
+
+    def node(self, name: str, kind: str) -> NodeStats:
+        stats = self.nodes.get(name)
+        if stats is None:
+            stats = self.nodes[name] = NodeStats(name, kind)
+        return stats
+
+    def record_request(
+        self,
+        *,
+        ok: bool,
+        total_ns: int,
+        decode_ns: int = 0,
+        infer_ns: int = 0,
+        encode_ns: int = 0,
+        rows: int = 0,
+        code: str = "",
+    ) -> None:
+        code = code or ("OK" if ok else "UNKNOWN")
+        histogram = self.by_code.get(code)
+        if histogram is None:
+            histogram = self.by_code[code] = Histogram()
+        histogram.observe(total_ns)
+        if not ok:
+            self.fail.add(total_ns)
+            return
+        self.success.add(total_ns)
+        self.queue.add(0)
+        self.compute_input.add(decode_ns)
+        self.compute_infer.add(infer_ns)
+        self.compute_output.add(encode_ns)
+        self.inference_count += rows
+        self.execution_count += 1
+        self.last_inference_ms = time.time_ns() // 1_000_000

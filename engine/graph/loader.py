@@ -1,0 +1,140 @@
+"""The public entry points: load a graph folder, check graph text, find graph files.
+
+``load_graph`` and ``check_graph`` run the same pipeline: YAML with positions
+(``source``) -> ``GraphSpec`` (``reader``) -> ``Analysis`` with models loaded
+(``validate``) -> ``Plan`` (``compiler``). Every stage reports into one
+``Report``, so a graph with several problems lists them all at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import Diagnostic, GraphInvalid
+from engine.graph.compiler import compile_plan
+from engine.graph.diagnostics import Report
+from engine.graph.model_files import ModelFiles
+from engine.graph.plan import Plan
+from engine.graph.reader import read_graph
+from engine.graph.source import load_yaml
+from engine.graph.spec import GraphSpec
+from engine.graph.validate import analyse
+from engine.interfaces import FeatureCatalog, ModelRuntime, RuntimeFactory
+
+GRAPH_FILE = "graph.yaml"
+
+
+@dataclass(frozen=True)
+class CompiledGraph:
+    name: str
+    version: str
+    spec: GraphSpec
+    plan: Plan
+    models: dict[str, ModelRuntime]  # by model path relative to the graph folder
+    source_path: Path
+    source_sha256: str
+    description: str
+
+    def close(self) -> None:
+        """Close every model runtime this graph loaded."""
+        for runtime in self.models.values():
+            runtime.close()
+
+
+def graph_identity(graph_dir: Path) -> tuple[str, int | None]:
+    """(graph name, version folder number or None) for the folder holding a graph.yaml."""
+    if graph_dir.name.isdigit() and int(graph_dir.name) > 0:
+        return graph_dir.parent.name, int(graph_dir.name)
+    return graph_dir.name, None
+
+
+def _compile(
+    text: str, filename: str, graph_dir: Path, runtimes: RuntimeFactory, features: FeatureCatalog | None
+) -> tuple[Report, ModelFiles, GraphSpec | None, Plan | None]:
+    report = Report(filename)
+    files = ModelFiles(graph_dir, runtimes, report)
+    doc = load_yaml(text, report)
+    if doc is None:
+        return report, files, None, None
+    name, folder_version = graph_identity(graph_dir)
+    spec = read_graph(doc, report, file=filename, default_name=name, folder_version=folder_version)
+    if spec is None:
+        return report, files, None, None
+    analysis = analyse(spec, report, files, features)
+    if report.has_errors:
+        return report, files, spec, None
+    return report, files, spec, compile_plan(analysis)
+
+
+def check_graph(
+    text: str,
+    *,
+    filename: str,
+    graph_dir: Path,
+    runtimes: RuntimeFactory,
+    features: FeatureCatalog | None = None,
+) -> list[Diagnostic]:
+    """Every problem in graph ``text`` (errors and warnings, in file order); [] when it is valid.
+
+    Never raises for a graph problem; closes any model it loaded. ``features`` are the feature
+    sources a ``features:`` node may name (none when omitted).
+    """
+    report, files, _, _ = _compile(text, filename, graph_dir, runtimes, features)
+    files.close_all()
+    return report.sorted()
+
+
+def load_graph(path: Path, runtimes: RuntimeFactory, features: FeatureCatalog | None = None) -> CompiledGraph:
+    """Load, validate and compile ``path`` (a graph.yaml); GraphInvalid lists every problem."""
+    graph_dir = path.parent
+    name, _ = graph_identity(graph_dir)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise GraphInvalid(
+            name, [Diagnostic(str(path), 1, 1, f"cannot read graph file: {exc.strerror}")]
+        ) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GraphInvalid(
+            name, [Diagnostic(str(path), 1, 1, f"graph file is not UTF-8 text: {exc}")]
+        ) from exc
+    report, files, spec, plan = _compile(text, str(path), graph_dir, runtimes, features)
+    if spec is None or plan is None or report.has_errors:
+        files.close_all()
+        raise GraphInvalid(name, report.sorted())
+    return CompiledGraph(
+        name=spec.name,
+        version=spec.version,
+        spec=spec,
+        plan=plan,
+        models=dict(files.loaded),
+        source_path=path,
+        source_sha256=hashlib.sha256(raw).hexdigest(),
+        description=spec.description,
+    )
+
+
+def find_graph_files(root: Path) -> list[Path]:
+    """Graph files under a repository root, sorted by name then version.
+
+    ``root/<name>/graph.yaml`` is a graph with one version; ``root/<name>/<N>/graph.yaml``
+    (N a positive number) are numbered versions. A folder with both uses the numbered ones.
+    """
+    found: list[Path] = []
+    if not root.is_dir():
+        return found
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        versions = sorted(
+            (p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0),
+            key=lambda p: int(p.name),
+        )
+        numbered = [v / GRAPH_FILE for v in versions if (v / GRAPH_FILE).is_file()]
+        if numbered:
+            found.extend(numbered)
+        elif (folder / GRAPH_FILE).is_file():
+            found.append(folder / GRAPH_FILE)
+    return found

@@ -1,0 +1,238 @@
+"""Prometheus metrics, built at scrape time from the counters the engine already keeps.
+
+The request path never calls prometheus_client: the executor and the protocol
+edge add to plain integer counters (``engine.execution.stats``), and
+``EngineCollector`` turns a snapshot of them into metric families when
+``/metrics`` is scraped. Names and labels are documented in docs/metrics.md;
+labels are bounded (graph, version, node, kind, status code), never request ids.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from http.server import ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from engine.execution.stats import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S, GraphStats, Histogram
+from engine.interfaces import FEATURE_STATUS_NAMES
+from engine.shadow.report import ShadowReport
+
+_LE = [*(f"{b:g}" for b in LATENCY_BUCKETS_S), "+Inf"]
+_BATCH_LE = [*(str(b) for b in BATCH_SIZE_BUCKETS), "+Inf"]
+
+
+@dataclass
+class EngineSnapshot:
+    """Everything one scrape reads; assembled by the server from its parts."""
+
+    graphs: list[GraphStats] = field(default_factory=list)
+    ready: list[tuple[str, str, bool]] = field(default_factory=list)  # graph, version, ready
+    load_failures: Mapping[str, int] = field(default_factory=dict)
+    unrouted: Mapping[str, int] = field(default_factory=dict)  # code -> requests that named no served graph
+    in_flight: int = 0
+    pool_queue_depth: int = 0
+    request_log: Mapping[str, int] = field(default_factory=dict)  # written/dropped/failed/pending
+    shed: Mapping[str, int] = field(default_factory=dict)  # admission rejections by reason
+    admission_queue_depth: int = 0
+    shadows: ShadowReport | None = None  # every shadow's numbers so far (engine.shadow)
+    shadow_pool: Mapping[str, int] = field(default_factory=dict)  # in_flight / queued
+    extra: list[Metric] = field(default_factory=list)  # families other parts contribute
+
+
+def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
+    return _cumulative(histogram.counts, _LE)
+
+
+def _cumulative(counts: list[int], bounds: list[str]) -> list[tuple[str, float]]:
+    running, out = 0, []
+    for le, count in zip(bounds, counts, strict=True):
+        running += count
+        out.append((le, float(running)))
+    return out
+
+
+class EngineCollector(Collector):
+    def __init__(self, snapshot: Callable[[], EngineSnapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        requests = CounterMetricFamily(
+            "engine_requests",
+            "ModelInfer requests answered, by graph, version and gRPC status code",
+            labels=["graph", "version", "code"],
+        )
+        durations = HistogramMetricFamily(
+            "engine_request_duration_seconds",
+            "Server-side ModelInfer latency (decode, run, encode)",
+            labels=["graph", "version", "code"],
+        )
+        node_durations = HistogramMetricFamily(
+            "engine_node_duration_seconds",
+            "Time one node took for one request",
+            labels=["graph", "version", "node", "kind"],
+        )
+        node_errors = CounterMetricFamily(
+            "engine_node_errors", "Node executions that failed", labels=["graph", "version", "node", "kind"]
+        )
+        node_queue = CounterMetricFamily(
+            "engine_node_queue_seconds",
+            "Time node runs spent waiting for a thread-pool thread (part of engine_node_duration_seconds)",
+            labels=["graph", "version", "node", "kind"],
+        )
+        batch_sizes = HistogramMetricFamily(
+            "engine_node_batch_size",
+            "Rows in each batch a batching model node ran (requests' rows run together)",
+            labels=["graph", "version", "node", "kind"],
+        )
+        rows = CounterMetricFamily("engine_rows", "Rows (batch elements) served", labels=["graph", "version"])
+        feature_values = CounterMetricFamily(
+            "engine_feature_values",
+            "Values fetched by features nodes, by where each came from: present (the store), cached, "
+            "or a default because it was missing, stale, timed_out or failed",
+            labels=["graph", "version", "node", "status"],
+        )
+        for stats in snap.graphs:
+            for code, histogram in sorted(stats.by_code.items()):
+                labels = [stats.name, stats.version, code]
+                requests.add_metric(labels, histogram.count)
+                durations.add_metric(labels, _buckets(histogram), histogram.sum_ns / 1e9)
+            rows.add_metric([stats.name, stats.version], stats.inference_count)
+            for node in stats.nodes.values():
+                labels = [stats.name, stats.version, node.name, node.kind]
+                node_durations.add_metric(labels, _buckets(node.latency), node.latency.sum_ns / 1e9)
+                node_errors.add_metric(labels, node.fail.count)
+                node_queue.add_metric(labels, node.queue.ns / 1e9)
+                if node.kind == "features":
+                    for status, count in zip(FEATURE_STATUS_NAMES, node.feature_values, strict=True):
+                        feature_values.add_metric([stats.name, stats.version, node.name, status], count)
+                if node.batch_sizes is not None:
+                    batch_sizes.add_metric(labels, _cumulative(node.batch_sizes, _BATCH_LE), node.batch_rows)
+        for code, count in sorted(snap.unrouted.items()):
+            requests.add_metric(["", "", code], count)
+        yield from (requests, durations, node_durations, node_errors, node_queue, batch_sizes, rows)
+        yield feature_values
+
+        ready = GaugeMetricFamily(
+            "engine_graph_ready", "1 if the graph version serves", labels=["graph", "version"]
+        )
+        for graph, version, is_ready in snap.ready:
+            ready.add_metric([graph, version], 1.0 if is_ready else 0.0)
+        yield ready
+        failures = CounterMetricFamily(
+            "engine_graph_load_failures", "Graph versions rejected at (re)load", labels=["graph"]
+        )
+        for graph, count in sorted(snap.load_failures.items()):
+            failures.add_metric([graph], count)
+        yield failures
+        yield GaugeMetricFamily(
+            "engine_in_flight_requests", "ModelInfer calls being served", value=snap.in_flight
+        )
+        yield GaugeMetricFamily(
+            "engine_thread_pool_queue_depth",
+            "Model runs waiting for a thread-pool thread",
+            value=snap.pool_queue_depth,
+        )
+        shed = CounterMetricFamily(
+            "engine_admission_rejected",
+            "Inference calls shed with RESOURCE_EXHAUSTED: queue_full (no room to wait), "
+            "queue_wait (waited too long)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(snap.shed.items()):
+            shed.add_metric([reason], count)
+        yield shed
+        yield GaugeMetricFamily(
+            "engine_admission_queue_depth",
+            "Inference calls waiting for a slot",
+            value=snap.admission_queue_depth,
+        )
+        if snap.request_log:
+            records = CounterMetricFamily(
+                "engine_request_log_records",
+                "Request-log records by outcome: written to the sink, dropped (queue full or not "
+                "flushed at shutdown), failed (the sink refused them)",
+                labels=["outcome"],
+            )
+            for outcome in ("written", "dropped", "failed"):
+                records.add_metric([outcome], snap.request_log.get(outcome, 0))
+            yield records
+            yield GaugeMetricFamily(
+                "engine_request_log_queue_depth",
+                "Records waiting to be written",
+                value=snap.request_log.get("pending", 0),
+            )
+        if snap.shadows is not None:
+            yield from _shadow_families(snap.shadows, snap.shadow_pool)
+        yield from snap.extra
+
+
+class MetricsServer:
+    """``/metrics`` over HTTP on its own thread, from a private registry."""
+
+    def __init__(self, snapshot: Callable[[], EngineSnapshot], *, process: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(EngineCollector(snapshot))
+        if process:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def start(self, host: str, port: int) -> int:
+        httpd, thread = start_http_server(port, addr=host, registry=self.registry)
+        self._httpd, self._thread = httpd, thread
+        self.port = httpd.server_address[1]
+        return self.port
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+
+def _shadow_families(report: ShadowReport, pool: Mapping[str, int]) -> Iterator[Metric]:
+    """Shadow outcomes, compared rows and agreement, and the shadow pool's occupancy."""
+    outcomes = CounterMetricFamily(
+        "engine_shadow_requests",
+        "Requests that reached a shadow, by outcome: run (compared), skipped (not sampled), shed "
+        "(pool full or live under pressure), errors, timeouts, cancelled (shutdown), no_live (live failed)",
+        labels=["graph", "shadow", "target", "outcome"],
+    )
+    rows = CounterMetricFamily(
+        "engine_shadow_rows", "Rows compared per shadow output", labels=["graph", "shadow", "output"]
+    )
+    agree = CounterMetricFamily(
+        "engine_shadow_rows_agree",
+        "Rows whose shadow value agrees with live under the output's compare rule",
+        labels=["graph", "shadow", "output"],
+    )
+    latency = GaugeMetricFamily(
+        "engine_shadow_latency_p99_seconds",
+        "p99 duration of the live target and of its shadow (since start)",
+        labels=["graph", "shadow", "side"],
+    )
+    for graph, shadows in sorted(report.graphs.items()):
+        for shadow, summary in sorted(shadows.items()):
+            target = summary.target or "(graph)"
+            for outcome, count in asdict(summary.counters).items():
+                if outcome != "sampled":
+                    outcomes.add_metric([graph, shadow, target, outcome], count)
+            for output, stats in sorted(summary.outputs.items()):
+                rows.add_metric([graph, shadow, output], stats.rows)
+                agree.add_metric([graph, shadow, output], stats.agree)
+            for side, spread in (("live", summary.latency.live), ("shadow", summary.latency.shadow)):
+                if spread.p99 is not None:
+                    latency.add_metric([graph, shadow, side], spread.p99 / 1e6)
+    yield from (outcomes, rows, agree, latency)
+    for name, value in sorted(pool.items()):
+        yield GaugeMetricFamily(
+            f"engine_shadow_pool_{name}", f"Shadow runs {name.replace('_', ' ')}", value=value
+        )

@@ -1,0 +1,132 @@
+"""OpenTelemetry tracing: the one module that sets up the SDK, and node spans.
+
+Engine code uses the OpenTelemetry *API* with a tracer handed in by the server
+bootstrap; with tracing off no tracer exists and the request path does no
+tracing work at all. A request span (``infer <graph>``, a child of the caller's
+W3C ``traceparent``) is opened at the protocol edge; ``NodeSpans`` receives the
+executor's ``NodeEvent``s and records one child span per executed node, with
+the node's exact start and end times (branches not taken run no node, so they
+get no span).
+
+Exporters: ``none`` (default: no SDK, no spans), ``discard`` (spans are created
+and sampled but exported nowhere — for measuring tracing's own cost),
+``console``, ``otlp`` (OTLP over gRPC to ``trace_endpoint``). Sampling is
+parent-based: a caller's sampled flag wins; root spans are sampled at
+``sample_ratio``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from engine.interfaces import FEATURE_STATUS_NAMES, NodeEvent
+
+EXPORTERS = ("none", "discard", "console", "otlp")
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    exporter: str = "none"
+    endpoint: str = "127.0.0.1:4317"
+    sample_ratio: float = 1.0
+    service_name: str = "graph-engine"
+
+
+def setup_tracing(
+    settings: TracingSettings, *, exporter: SpanExporter | None = None
+) -> TracerProvider | None:
+    """A configured provider, or None when tracing is off. ``exporter`` overrides (tests)."""
+    if settings.exporter not in EXPORTERS:
+        raise ValueError(f"unknown trace exporter '{settings.exporter}' (one of {', '.join(EXPORTERS)})")
+    if settings.exporter == "none" and exporter is None:
+        return None
+    if not 0.0 <= settings.sample_ratio <= 1.0:
+        raise ValueError(f"trace sample ratio must be within [0, 1], got {settings.sample_ratio}")
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name}),
+        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+    )
+    if exporter is None and settings.exporter == "console":
+        exporter = ConsoleSpanExporter()
+    elif exporter is None and settings.exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=settings.endpoint, insecure=True)
+    if exporter is not None:
+        # Batching exports off the request path; a full queue drops spans (counted by the SDK).
+        provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=8192))
+    return provider
+
+
+class NodeSpans:
+    """An ``Observer`` that records one span per executed node under a request span.
+
+    ``epoch_ns`` is the wall-clock time at which the executor started (its event
+    offsets are relative to that moment); ``attributes`` holds each node's static
+    attributes (kind, model sha256, …), computed once per graph version.
+    """
+
+    __slots__ = ("_attributes", "_context", "_epoch_ns", "_tracer", "_version")
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        parent: Context,
+        epoch_ns: int,
+        version: str,
+        attributes: Mapping[str, Mapping[str, str | int]],
+    ) -> None:
+        self._tracer = tracer
+        self._context = parent
+        self._epoch_ns = epoch_ns
+        self._version = version
+        self._attributes = attributes
+
+    def on_node(self, event: NodeEvent) -> None:
+        start = self._epoch_ns + event.start_ns
+        span = self._tracer.start_span(
+            f"node {event.node}",
+            context=self._context,
+            kind=SpanKind.INTERNAL,
+            start_time=start,
+            attributes=self._attributes.get(event.node, {}),
+        )
+        span.set_attribute("engine.graph.version", self._version)
+        span.set_attribute("engine.rows", event.rows)
+        if event.queue_ns:  # a model run that waited for a pool thread (or for its batch) before computing
+            span.set_attribute("engine.thread_pool.wait_us", event.queue_ns / 1000)
+        if event.batch_size:  # a batching model node: the rows its run held, this request's and others'
+            span.set_attribute("engine.batch_size", event.batch_size)
+        if event.feature_status is not None:  # a features node: where its values came from
+            span.set_attribute("engine.features.source", event.source or "")
+            counts = _status_counts(event.feature_status)
+            for name, count in counts.items():
+                span.set_attribute(f"engine.features.{name}", count)
+            span.set_attribute("engine.features.cache_hit", counts.get("cached", 0) > 0)
+        if event.branch:
+            for label, rows in event.branch.items():
+                span.set_attribute(f"engine.branch.{label}.rows", rows)
+            span.set_attribute("engine.branch.taken", [k for k, v in event.branch.items() if v])
+        if event.error is not None:
+            span.set_status(Status(StatusCode.ERROR, event.error))
+            span.set_attribute("error.type", event.error.split(":", 1)[0][:200])
+        span.end(end_time=start + event.duration_ns)
+
+
+def _status_counts(statuses: dict[str, np.ndarray]) -> dict[str, int]:
+    """Values per ``FeatureStatus`` name over every field of a features node (non-zero only)."""
+    n = len(FEATURE_STATUS_NAMES)
+    total = np.zeros(n, dtype=np.int64)
+    for array in statuses.values():
+        total += np.bincount(array.reshape(-1), minlength=n)[:n]
+    return {name: int(n) for name, n in zip(FEATURE_STATUS_NAMES, total.tolist(), strict=True) if n}

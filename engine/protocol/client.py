@@ -1,0 +1,147 @@
+"""A small synchronous client for the CLI (``engine infer``, ``engine explain``, …).
+
+It speaks the same protocol as any V2 client, over our own generated stubs, and
+converts JSON-ish Python values to tensors using the graph's ModelMetadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import grpc
+import numpy as np
+
+from engine.protocol.generated.engine.v1 import engine_pb2 as epb
+from engine.protocol.generated.inference import grpc_service_pb2 as pb
+from engine.tensors import DataType
+
+
+class RemoteError(Exception):
+    """A call the server answered with a non-OK status: ``code`` is the status name."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
+
+
+class EngineClient:
+    def __init__(
+        self, url: str, timeout: float = 30.0, *, token: str | None = None, ca_file: str | None = None
+    ) -> None:
+        """``token``: sent as ``authorization: Bearer …``; ``ca_file``: connect with TLS, trusting it."""
+        if ca_file:
+            with open(ca_file, "rb") as handle:
+                credentials = grpc.ssl_channel_credentials(root_certificates=handle.read())
+            self._channel = grpc.secure_channel(url, credentials)
+        else:
+            self._channel = grpc.insecure_channel(url)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, service: str, method: str, request, response_type):  # type: ignore[no-untyped-def]
+        call = self._channel.unary_unary(
+            f"/{service}/{method}",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response_type.FromString,
+        )
+        try:
+            return call(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise RemoteError(exc.code().name, exc.details() or "") from None
+
+    def metadata(self, graph: str, version: str = "") -> pb.ModelMetadataResponse:
+        return self._call(
+            "inference.GRPCInferenceService",
+            "ModelMetadata",
+            pb.ModelMetadataRequest(name=graph, version=version),
+            pb.ModelMetadataResponse,
+        )
+
+    def build_request(
+        self, graph: str, values: Mapping[str, object], version: str = ""
+    ) -> pb.ModelInferRequest:
+        """A ModelInferRequest with typed contents, datatypes and shapes taken from ModelMetadata."""
+        meta = self.metadata(graph, version)
+        declared = {t.name: t for t in meta.inputs}
+        request = pb.ModelInferRequest(model_name=graph, model_version=version)
+        for name, value in values.items():
+            if name not in declared:
+                raise ValueError(f"graph '{graph}' has no input '{name}' (inputs: {', '.join(declared)})")
+            datatype = DataType.parse(declared[name].datatype)
+            array = to_array(value, datatype)
+            tensor = request.inputs.add(name=name, datatype=datatype.value, shape=list(array.shape))
+            _fill(tensor.contents, array, datatype)
+        return request
+
+    def infer(self, request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
+        response = self._call("inference.GRPCInferenceService", "ModelInfer", request, pb.ModelInferResponse)
+        return decode_outputs(response)
+
+    def explain(self, request: pb.ModelInferRequest, include_tensors: bool = True) -> epb.ExplainResponse:
+        return self._call(
+            "engine.v1.Engine",
+            "Explain",
+            epb.ExplainRequest(request=request, include_tensors=include_tensors),
+            epb.ExplainResponse,
+        )
+
+    def admin(self, method: str, request, response_type):  # type: ignore[no-untyped-def]
+        return self._call("engine.v1.Engine", method, request, response_type)
+
+
+def to_array(value: object, datatype: DataType) -> np.ndarray:
+    if datatype is DataType.BYTES:
+        array = np.array(value, dtype=object)
+        flat = [v.encode() if isinstance(v, str) else bytes(v) for v in array.reshape(-1)]
+        return np.array(flat, dtype=object).reshape(array.shape)
+    return np.array(value, dtype=datatype.numpy_dtype)
+
+
+_TYPED_FIELD = {
+    DataType.BOOL: "bool_contents",
+    DataType.INT8: "int_contents",
+    DataType.INT16: "int_contents",
+    DataType.INT32: "int_contents",
+    DataType.INT64: "int64_contents",
+    DataType.UINT8: "uint_contents",
+    DataType.UINT16: "uint_contents",
+    DataType.UINT32: "uint_contents",
+    DataType.UINT64: "uint64_contents",
+    DataType.FP32: "fp32_contents",
+    DataType.FP64: "fp64_contents",
+    DataType.BYTES: "bytes_contents",
+}
+
+
+def _fill(contents: pb.InferTensorContents, array: np.ndarray, datatype: DataType) -> None:
+    if datatype is DataType.FP16:
+        raise ValueError("FP16 inputs must be sent raw; use a V2 client such as tritonclient")
+    getattr(contents, _TYPED_FIELD[datatype]).extend(array.reshape(-1).tolist())
+
+
+def decode_outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
+    """Outputs as numpy arrays, from raw or typed contents."""
+    result: dict[str, np.ndarray] = {}
+    for i, tensor in enumerate(response.outputs):
+        datatype = DataType.parse(tensor.datatype)
+        shape = tuple(tensor.shape)
+        if response.raw_output_contents:
+            raw = response.raw_output_contents[i]
+            if datatype is DataType.BYTES:
+                items, pos = [], 0
+                while pos < len(raw):
+                    size = int.from_bytes(raw[pos : pos + 4], "little")
+                    items.append(raw[pos + 4 : pos + 4 + size])
+                    pos += 4 + size
+                result[tensor.name] = np.array(items, dtype=object).reshape(shape)
+            else:
+                result[tensor.name] = np.frombuffer(raw, dtype=datatype.numpy_dtype).reshape(shape)
+        else:
+            values = list(getattr(tensor.contents, _TYPED_FIELD[datatype]))
+            dtype = object if datatype is DataType.BYTES else datatype.numpy_dtype
+            result[tensor.name] = np.array(values, dtype=dtype).reshape(shape)
+    return result

@@ -1,0 +1,1 @@
+"""Generated stubs (written by proto/generate.py; do not edit)."""

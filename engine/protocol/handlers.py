@@ -1,0 +1,72 @@
+"""Registers servicers with grpc.aio so every RPC gets the same edge treatment.
+
+Each method is registered with a pass-through request deserializer: the bytes
+are parsed inside the handler, so a request that does not parse is
+INVALID_ARGUMENT with a message, never grpc's default UNKNOWN/INTERNAL. Every
+exception a servicer raises goes through the one mapping table in
+``engine.protocol.status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from engine.protocol.auth import INFERENCE, OPEN, TokenGuard
+from engine.protocol.codec import CodecLimits, parse_message
+from engine.protocol.status import abort
+
+Method = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]
+
+
+def _wrap(
+    method: Method, request_type: type[Message], limits: CodecLimits, guard: TokenGuard | None, level: str
+) -> Callable[[bytes, grpc.aio.ServicerContext], Any]:
+    check = guard.check if guard is not None and guard.enabled and level != OPEN else None
+
+    async def handle(data: bytes, context: grpc.aio.ServicerContext) -> Message:
+        try:
+            if check is not None:  # before the bytes are even parsed
+                check(context.invocation_metadata(), level)  # type: ignore[arg-type]
+            request = parse_message(request_type, data, limits)
+            return await method(request, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # mapped, never leaked: see engine.protocol.status
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            await abort(context, exc)
+            raise  # unreachable: abort raises
+
+    return handle
+
+
+def generic_handler(
+    service: str,
+    methods: dict[str, tuple[Method, type[Message]]],
+    limits: CodecLimits,
+    guard: TokenGuard | None = None,
+    levels: Mapping[str, str] | None = None,
+    default_level: str = INFERENCE,
+) -> grpc.GenericRpcHandler:
+    """A handler for ``service`` whose methods are ``name -> (coroutine, request type)``.
+
+    ``levels`` names the credentials each method needs (``engine.protocol.auth``)."""
+    levels = levels or {}
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _wrap(method, request_type, limits, guard, levels.get(name, default_level)),
+            request_deserializer=None,
+            response_serializer=_serialize,
+        )
+        for name, (method, request_type) in methods.items()
+    }
+    return grpc.method_handlers_generic_handler(service, handlers)
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()

@@ -1,0 +1,154 @@
+"""Graph metadata, Triton-style model config and statistics as protobuf messages.
+
+A graph is served as a model with ``platform: "ensemble"``: its nodes are the
+ensemble's steps, each answering ModelConfig / ModelStatistics as a composing
+model named ``<graph>.<node>``, so tools such as perf_analyzer print a per-node
+breakdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from engine.execution.stats import Duration, GraphStats, NodeStats
+from engine.graph.plan import NodeInfo
+from engine.protocol.generated.inference import grpc_service_pb2 as pb
+from engine.protocol.generated.inference import model_config_pb2 as mc
+from engine.repository import ServedGraph
+from engine.tensors import TensorSpec
+
+PLATFORM = "ensemble"
+NODE_SEPARATOR = "."
+
+_CONFIG_TYPES = {
+    "BOOL": mc.TYPE_BOOL,
+    "UINT8": mc.TYPE_UINT8,
+    "UINT16": mc.TYPE_UINT16,
+    "UINT32": mc.TYPE_UINT32,
+    "UINT64": mc.TYPE_UINT64,
+    "INT8": mc.TYPE_INT8,
+    "INT16": mc.TYPE_INT16,
+    "INT32": mc.TYPE_INT32,
+    "INT64": mc.TYPE_INT64,
+    "FP16": mc.TYPE_FP16,
+    "FP32": mc.TYPE_FP32,
+    "FP64": mc.TYPE_FP64,
+    "BYTES": mc.TYPE_STRING,
+}
+
+
+def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=spec.name, datatype=spec.datatype.value, shape=list(spec.shape)
+    )
+
+
+def model_metadata(served: ServedGraph, versions: Iterable[str]) -> pb.ModelMetadataResponse:
+    plan = served.graph.plan
+    return pb.ModelMetadataResponse(
+        name=served.name,
+        versions=list(versions),
+        platform=PLATFORM,
+        inputs=[_tensor_metadata(s) for s in plan.inputs],
+        outputs=[_tensor_metadata(s) for s in plan.outputs],
+    )
+
+
+def batches(specs: Iterable[TensorSpec]) -> bool:
+    """Whether every tensor's first dimension is the batch (-1), as Triton's max_batch_size > 0 means."""
+    return all(s.shape and s.shape[0] == -1 for s in specs)
+
+
+def model_config(served: ServedGraph, max_batch_size: int) -> mc.ModelConfig:
+    plan = served.graph.plan
+    batching = batches(plan.inputs) and batches(plan.outputs)
+    skip = 1 if batching else 0
+    config = mc.ModelConfig(
+        name=served.name,
+        platform=PLATFORM,
+        max_batch_size=max_batch_size if batching else 0,
+        input=[
+            mc.ModelInput(name=s.name, data_type=_CONFIG_TYPES[s.datatype.value], dims=list(s.shape[skip:]))
+            for s in plan.inputs
+        ],
+        output=[
+            mc.ModelOutput(name=s.name, data_type=_CONFIG_TYPES[s.datatype.value], dims=list(s.shape[skip:]))
+            for s in plan.outputs
+        ],
+    )
+    config.parameters["graph_version"].string_value = served.version
+    config.parameters["source_sha256"].string_value = served.graph.source_sha256
+    for node in plan.nodes:
+        if node.kind == "shadow":  # off the response path: not a step of the ensemble
+            continue
+        step = config.ensemble_scheduling.step.add()
+        step.model_name = served.name + NODE_SEPARATOR + node.name
+        step.model_version = int(served.version) if served.version.isdigit() else -1
+        for i, ref in enumerate(node.inputs):
+            step.input_map[f"input{i}"] = ref
+        for out in node.outputs:
+            step.output_map[out.name] = f"{node.name}.{out.name}"
+        if node.model_sha256:
+            config.parameters[f"{node.name}.sha256"].string_value = node.model_sha256
+    return config
+
+
+def node_config(served: ServedGraph, node: NodeInfo) -> mc.ModelConfig:
+    """A composing model's config: a node with its inputs and outputs."""
+    config = mc.ModelConfig(
+        name=served.name + NODE_SEPARATOR + node.name,
+        platform="onnxruntime_onnx" if node.kind == "model" else node.kind,
+        backend="onnxruntime" if node.kind == "model" else "graph",
+        output=[
+            mc.ModelOutput(name=s.name, data_type=_CONFIG_TYPES[s.datatype.value], dims=list(s.shape))
+            for s in node.outputs
+        ],
+    )
+    config.parameters["kind"].string_value = node.kind
+    config.parameters["detail"].string_value = node.detail
+    if node.model_sha256:
+        config.parameters["sha256"].string_value = node.model_sha256
+    return config
+
+
+def _duration(d: Duration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+
+def graph_statistics(stats: GraphStats) -> pb.ModelStatistics:
+    return pb.ModelStatistics(
+        name=stats.name,
+        version=stats.version,
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=pb.InferStatistics(
+            success=_duration(stats.success),
+            fail=_duration(stats.fail),
+            queue=_duration(stats.queue),
+            compute_input=_duration(stats.compute_input),
+            compute_infer=_duration(stats.compute_infer),
+            compute_output=_duration(stats.compute_output),
+        ),
+    )
+
+
+def node_statistics(graph: str, version: str, stats: NodeStats) -> pb.ModelStatistics:
+    """A node's counters: thread-pool wait is its queue time, the rest its compute_infer."""
+    return pb.ModelStatistics(
+        name=graph + NODE_SEPARATOR + stats.name,
+        version=version,
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.rows,
+        execution_count=stats.success.count,
+        inference_stats=pb.InferStatistics(
+            success=_duration(stats.success),
+            fail=_duration(stats.fail),
+            queue=_duration(stats.queue),
+            compute_input=pb.StatisticDuration(count=stats.success.count, ns=0),
+            compute_infer=pb.StatisticDuration(
+                count=stats.success.count, ns=stats.success.ns - stats.queue.ns
+            ),
+            compute_output=pb.StatisticDuration(count=stats.success.count, ns=0),
+        ),
+    )

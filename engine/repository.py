@@ -1,0 +1,349 @@
+"""The set of served graphs: load a folder, keep versions, reload with an atomic swap.
+
+Layout under the repository root (see docs/graph-language.md):
+
+    graphs/<name>/graph.yaml            one version (its ``version:`` key, default 1)
+    graphs/<name>/<N>/graph.yaml        several versions, Triton-style numbered folders
+
+A (re)load compiles the graph (which validates it and loads its models), runs
+one warm-up request through it, and only then swaps it in. The swap replaces
+one immutable ``GraphEntry`` in a dict by another, so a request that already
+picked a version finishes on it. A version that fails to load never replaces a
+working one; its error stays visible (``entry.last_error``) until a later load
+succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import (
+    DeadlineExceeded,
+    Diagnostic,
+    EngineError,
+    GraphInvalid,
+    GraphNotFound,
+    GraphUnavailable,
+)
+from engine.execution import GraphStats, PlanRunner
+from engine.graph import CompiledGraph, find_graph_files, load_graph
+from engine.interfaces import FeatureCatalog, RuntimeFactory
+from engine.shadow.compare import ShadowComparison, ShadowComparisons, ShadowConfig
+from engine.shadow.outcome import RequestShadows
+from engine.shadow.rules import parse_rules
+from engine.shadow.runner import LiveResult, ShadowPool, ShadowRun, ShadowWork
+from engine.tensors import DataType, TensorSpec
+
+log = logging.getLogger("engine.repository")
+
+GRAPH_FILE = "graph.yaml"
+
+READY, FAILED, UNAVAILABLE = "READY", "FAILED", "UNAVAILABLE"
+
+
+@dataclass(frozen=True, slots=True, weakref_slot=True, eq=False)  # identity: one object per version
+class ServedGraph:
+    """One ready version of a graph.
+
+    Its models are closed when the last reference goes: after it was swapped out and the
+    requests that already held it have finished.
+    """
+
+    graph: CompiledGraph
+    runner: PlanRunner
+    fingerprint: str
+    source_key: str  # the numbered folder it came from, or "*" for an unnumbered graph folder
+    output_index: dict[str, int]  # served output name -> position in the runner's result
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def version(self) -> str:
+        return self.graph.version
+
+    @property
+    def stats(self) -> GraphStats:
+        return self.runner.stats
+
+
+@dataclass(frozen=True, slots=True)
+class GraphEntry:
+    """Everything served under one graph name; replaced whole on every change."""
+
+    name: str
+    folder: Path
+    versions: dict[str, ServedGraph] = field(default_factory=dict)
+    latest: str = ""
+    last_error: str = ""
+    diagnostics: tuple[Diagnostic, ...] = ()
+    unloaded: bool = False
+
+    @property
+    def state(self) -> str:
+        if self.versions and not self.unloaded:
+            return READY
+        return FAILED if self.last_error else UNAVAILABLE
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    name: str
+    version: str
+    action: str  # loaded | unchanged | unloaded | failed
+    error: str = ""
+
+
+class GraphRepository:
+    def __init__(
+        self,
+        root: Path,
+        runtimes: RuntimeFactory,
+        features: FeatureCatalog | None = None,
+        shadows: ShadowPool | None = None,
+    ) -> None:
+        self.root = root
+        self.runtimes = runtimes
+        self.features = features
+        self.shadows = shadows  # runs every graph's shadow nodes; None: shadows are loaded, never run
+        self.comparisons = ShadowComparisons()  # their numbers, kept across reloads of a version
+        # live graph -> the graphs mirroring it (``shadow_of:``), latest version each, with their numbers
+        self._mirrors: dict[str, tuple[tuple[ServedGraph, ShadowComparison], ...]] = {}
+        self._entries: dict[str, GraphEntry] = {}
+        self._reload_lock = asyncio.Lock()
+        self._swap_lock = threading.Lock()
+        self.listeners: list[Callable[[str, bool], None]] = []
+        self.load_failures: dict[str, int] = {}
+        """Versions rejected at (re)load, per graph name (for metrics)."""
+
+    # -- reading (the request path) ---------------------------------------------------------
+    def get(self, name: str, version: str = "") -> ServedGraph:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise GraphNotFound(name, version)
+        if entry.unloaded or not entry.versions:
+            why = "unloaded" if entry.unloaded else f"failed to load: {entry.last_error or 'no versions'}"
+            raise GraphUnavailable(f"graph '{name}' is not ready ({why})")
+        served = entry.versions.get(version or entry.latest)
+        if served is None:
+            raise GraphNotFound(name, version)
+        return served
+
+    def entry(self, name: str) -> GraphEntry:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise GraphNotFound(name)
+        return entry
+
+    def entries(self) -> list[GraphEntry]:
+        return [self._entries[name] for name in sorted(self._entries)]
+
+    def mirrored(self, name: str) -> bool:
+        """Whether some graph mirrors every request of graph ``name`` (``shadow_of:``)."""
+        return name in self._mirrors and self.shadows is not None
+
+    def mirror(
+        self, name: str, inputs: Mapping[str, np.ndarray], request_id: str, results: RequestShadows | None
+    ) -> asyncio.Future[LiveResult | None] | None:
+        """Start the graphs mirroring ``name`` on this request's inputs (matched by name), off the
+        response path; the caller resolves the returned future with the live outputs (or None)."""
+        pairs = self._mirrors.get(name)
+        if not pairs or self.shadows is None:
+            return None
+        live: asyncio.Future[LiveResult | None] = asyncio.get_running_loop().create_future()
+        for candidate, comparison in pairs:
+            self.shadows.submit(
+                comparison, _graph_work(candidate, inputs), live=live, request_id=request_id, results=results
+            )
+        return live
+
+    def _rebuild_mirrors(self) -> None:
+        mirrors: dict[str, list[tuple[ServedGraph, ShadowComparison]]] = {}
+        for entry in self._entries.values():
+            served = entry.versions.get(entry.latest) if not entry.unloaded else None
+            spec = served.graph.spec.shadow_of if served is not None else None
+            if served is None or spec is None:
+                continue
+            config = ShadowConfig(
+                graph=spec.graph,
+                shadow=served.name,
+                target="",
+                rules=parse_rules(spec.compare) if spec.compare else {},
+                sample=spec.sample,
+                timeout_s=spec.timeout_s,
+            )
+            mirrors.setdefault(spec.graph, []).append((served, self.comparisons.add(config)))
+        self._mirrors = {name: tuple(pairs) for name, pairs in mirrors.items()}
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.get(name, version)
+        except EngineError:
+            return False
+        return True
+
+    # -- changing ---------------------------------------------------------------------------
+    async def load_all(self) -> list[ReloadResult]:
+        return await self.reload(None)
+
+    async def reload(self, names: Sequence[str] | None = None) -> list[ReloadResult]:
+        """Re-read the named graphs (all when ``names`` is None or empty) from disk."""
+        async with self._reload_lock:
+            found = _scan(self.root)
+            wanted = sorted(set(found) | set(self._entries)) if not names else list(names)
+            results: list[ReloadResult] = []
+            for name in wanted:
+                if name not in found and name not in self._entries:
+                    raise GraphNotFound(name)
+                results.extend(await self._reload_one(name, found.get(name, {})))
+            return results
+
+    def unload(self, name: str) -> None:
+        entry = self.entry(name)
+        self._swap(replace(entry, unloaded=True))
+
+    async def _reload_one(self, name: str, files: dict[str, Path]) -> list[ReloadResult]:
+        entry = self._entries.get(name) or GraphEntry(name=name, folder=self.root / name)
+        versions = dict(entry.versions)
+        results: list[ReloadResult] = []
+        errors: list[str] = []
+        diagnostics: list[Diagnostic] = []
+        for version, served in list(versions.items()):
+            if served.source_key not in files:
+                del versions[version]
+                results.append(ReloadResult(name, version, "unloaded"))
+        for key, path in files.items():
+            fingerprint = _fingerprint(path.parent, skip_numbered=key == "*")
+            current = next((v for v in versions.values() if v.source_key == key), None)
+            if current is not None and current.fingerprint == fingerprint and not entry.unloaded:
+                results.append(ReloadResult(name, current.version, "unchanged"))
+                continue
+            try:
+                served = await self._load_version(path, fingerprint, key)
+            except GraphInvalid as exc:
+                errors.append(str(exc))
+                self.load_failures[name] = self.load_failures.get(name, 0) + 1
+                diagnostics.extend(exc.diagnostics)
+                results.append(ReloadResult(name, key if key != "*" else "", "failed", str(exc)))
+                log.warning("graph %s (%s) rejected: %s", name, path, exc)
+                continue
+            if current is not None:
+                versions.pop(current.version, None)
+            versions[served.version] = served
+            results.append(ReloadResult(name, served.version, "loaded"))
+            log.info("graph %s version %s loaded from %s", name, served.version, path)
+        latest = max(versions, key=_version_key) if versions else ""
+        self._swap(GraphEntry(name, entry.folder, versions, latest, "; ".join(errors), tuple(diagnostics)))
+        return results
+
+    async def _load_version(self, path: Path, fingerprint: str, key: str) -> ServedGraph:
+        graph = await asyncio.to_thread(load_graph, path, self.runtimes, self.features)
+        try:
+            if key != "*" and graph.version != key:
+                message = f"graph.yaml says version {graph.version} but its folder is version {key}"
+                raise GraphInvalid(graph.name, [Diagnostic(str(path), 1, 1, message)])
+            try:  # one request through the whole plan before it may serve
+                await PlanRunner(graph.plan).run(warmup_inputs(graph.plan.inputs))
+            except DeadlineExceeded as exc:  # slow when cold is not broken: serve, but say so
+                log.warning(
+                    "graph %s version %s: warm-up request was slow: %s", graph.name, graph.version, exc
+                )
+            except EngineError as exc:
+                message = f"warm-up request failed: {exc}"
+                raise GraphInvalid(graph.name, [Diagnostic(str(path), 1, 1, message)]) from exc
+        except BaseException:
+            graph.close()  # never served: release its models now
+            raise
+        runner = PlanRunner(  # warm-up is not traffic: fresh stats, and no shadows ran for it
+            graph.plan,
+            GraphStats(graph.name, graph.version),
+            shadows=self.shadows,
+            comparisons=self.comparisons,
+        )
+        index = {spec.name: i for i, spec in enumerate(graph.plan.outputs)}
+        served = ServedGraph(graph, runner, fingerprint, key, index)
+        weakref.finalize(served, graph.close)
+        return served
+
+    def _swap(self, entry: GraphEntry) -> None:
+        with self._swap_lock:
+            entries = dict(self._entries)
+            entries[entry.name] = entry
+            self._entries = entries
+            self._rebuild_mirrors()
+        for listener in self.listeners:
+            listener(entry.name, entry.state == READY)
+
+
+def warmup_inputs(specs: Sequence[TensorSpec]) -> list[np.ndarray]:
+    """One all-zeros row per input (BYTES: empty strings), shaped as declared."""
+    arrays = []
+    for spec in specs:
+        shape = tuple(1 if d == -1 else d for d in spec.shape)
+        if spec.datatype is DataType.BYTES:
+            arrays.append(np.full(shape, b"", dtype=object))
+        else:
+            arrays.append(np.zeros(shape, dtype=spec.datatype.numpy_dtype))
+    return arrays
+
+
+def _scan(root: Path) -> dict[str, dict[str, Path]]:
+    """graph name -> {version folder name, or "*" for an unnumbered folder: graph.yaml}."""
+    found: dict[str, dict[str, Path]] = {}
+    for path in find_graph_files(root):
+        folder = path.parent
+        if folder.name.isdigit() and folder.parent != root:
+            found.setdefault(folder.parent.name, {})[folder.name] = path
+        else:
+            found.setdefault(folder.name, {})["*"] = path
+    return found
+
+
+def _fingerprint(folder: Path, *, skip_numbered: bool) -> str:
+    """What a reload compares: every file's name, size and mtime (numbered sub-folders excluded),
+    and the text of the graph file itself, so an edit is seen even when it keeps the size and
+    lands within the file system's mtime resolution."""
+    digest = hashlib.sha256()
+    files = (
+        folder.rglob("*")
+        if not skip_numbered
+        else (p for p in folder.rglob("*") if not p.relative_to(folder).parts[0].isdigit())
+    )
+    for path in sorted(p for p in files if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        if path.name == GRAPH_FILE and path.parent == folder:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _version_key(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (-1, version)
+
+
+def _graph_work(candidate: ServedGraph, inputs: Mapping[str, np.ndarray]) -> ShadowWork:
+    """Run a whole candidate graph on the live request's inputs, matched by input name."""
+
+    async def run() -> ShadowRun:
+        missing = [spec.name for spec in candidate.graph.plan.inputs if spec.name not in inputs]
+        if missing:
+            raise ValueError(
+                f"the live request has no input {', '.join(missing)} (graph '{candidate.name}' needs it)"
+            )
+        start = time.perf_counter_ns()
+        outputs = await candidate.runner.run([inputs[spec.name] for spec in candidate.graph.plan.inputs])
+        names = (spec.name for spec in candidate.graph.plan.outputs)
+        return ShadowRun(dict(zip(names, outputs, strict=True)), time.perf_counter_ns() - start)
+
+    return run

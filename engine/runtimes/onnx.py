@@ -1,0 +1,283 @@
+"""The ONNX model runtime: one onnxruntime session per model file, run inline or in a thread pool.
+
+``OnnxRuntimeFactory.load`` reads a model file once, hashes it, builds one
+``InferenceSession`` (shared by every graph node that loads the same file with the
+same thread count), times a warm-up on synthetic input and decides how to run it:
+
+* **inline** — ``session.run`` is called on the event loop, for batches of at most
+  ``inline_max_rows`` rows. With ``execution: auto`` a model runs inline when its
+  batch-1 median run is under ``inline_threshold_ns`` (default 50 µs): handing such a
+  run to a thread costs about as much as the run itself (about 55 µs measured per
+  ``run_in_executor`` round trip), and blocking the loop for < 50 µs is harmless.
+  ``inline_max_rows`` is the largest batch estimated, from a second warm-up at 64
+  rows, to still run under the threshold; bigger batches go to the pool.
+* **pool** — ``session.run`` runs in the factory's bounded ``ThreadPoolExecutor``
+  (onnxruntime releases the GIL while it runs), so the event loop never blocks.
+
+``ModelOptions.execution`` overrides the choice (``"inline"``: always, whatever the
+batch size; ``"pool"``: never). The measured figures stay on the model as
+``warmup_run_ns`` and ``warmup_probe_ns``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from engine.errors import InternalError, ModelContractError
+from engine.interfaces import QUEUE_WAIT_NS, ModelOptions, ModelSignature
+from engine.runtimes.batching import BatchingRuntime
+from engine.runtimes.onnx_session import (
+    Warmup,
+    clean_message,
+    create_session,
+    measure,
+    quiet_run_options,
+    read_signature,
+    translate_run_error,
+)
+
+DEFAULT_INLINE_THRESHOLD_NS = 50_000
+INLINE_ROWS_CAP = 4096
+WARMUP_RUNS = 50
+WARMUP_BUDGET_NS = 50_000_000
+EXECUTION_MODES = ("auto", "inline", "pool")
+
+
+@dataclass(slots=True)
+class _SharedSession:
+    """A session with the number of loaded models that use it."""
+
+    session: ort.InferenceSession | None  # None once the last user closed it
+    signature: ModelSignature
+    warmup: Warmup
+    users: int = 0
+
+
+class OnnxModel:
+    """One loaded ONNX model (``ModelRuntime``). Built by ``OnnxRuntimeFactory.load``."""
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        sha256: str,
+        shared: _SharedSession,
+        inline_max_rows: int,
+        pool: ThreadPoolExecutor,
+        release: Callable[[_SharedSession], None],
+    ) -> None:
+        self.path = path
+        self.sha256 = sha256
+        self.signature = shared.signature
+        self.inline_max_rows = inline_max_rows
+        self.inline = inline_max_rows > 0
+        self.warmup_run_ns = shared.warmup.run_ns
+        self.warmup_probe_ns = shared.warmup.probe_run_ns
+        self.warmup_error = shared.warmup.error
+        self._shared = shared
+        self._session: ort.InferenceSession | None = shared.session
+        self._pool = pool
+        self._release = release
+        self._name = path.name
+        self._input_names = tuple(t.name for t in shared.signature.inputs)
+        self._output_names = [t.name for t in shared.signature.outputs]
+        self._output_dtypes = tuple(t.datatype.numpy_dtype for t in shared.signature.outputs)
+        self._run_options = quiet_run_options()
+
+    def __repr__(self) -> str:
+        mode = f"inline up to {self.inline_max_rows} rows" if self.inline else "pool"
+        return f"OnnxModel({self._name!r}, {mode}, warmup_run_ns={self.warmup_run_ns})"
+
+    async def run(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """Run one batch: arrays in ``signature.inputs`` order, results in ``signature.outputs`` order."""
+        rows = inputs[0].shape[0] if inputs and inputs[0].ndim else 1
+        if rows <= self.inline_max_rows:
+            return self.run_sync(inputs)
+        loop = asyncio.get_running_loop()
+        submitted = time.perf_counter_ns()
+        try:
+            started, outputs = await loop.run_in_executor(self._pool, self._timed_run, inputs)
+        except RuntimeError as exc:  # the pool was shut down
+            raise InternalError(f"model '{self._name}': {exc}") from exc
+        QUEUE_WAIT_NS.set(started - submitted)
+        return outputs
+
+    def _timed_run(self, inputs: Sequence[np.ndarray]) -> tuple[int, tuple[np.ndarray, ...]]:
+        """``run_sync`` in a pool thread, with the moment the thread picked the job up."""
+        started = time.perf_counter_ns()
+        return started, self.run_sync(inputs)
+
+    def run_sync(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """The blocking run: what ``run`` calls inline or in the pool."""
+        session = self._session
+        if session is None:
+            raise InternalError(f"model '{self._name}' is closed")
+        if len(inputs) != len(self._input_names):
+            raise InternalError(
+                f"model '{self._name}' takes {len(self._input_names)} inputs, was given {len(inputs)}"
+            )
+        try:
+            feed = dict(zip(self._input_names, inputs, strict=True))
+            outputs = session.run(self._output_names, feed, self._run_options)
+        except Exception as exc:
+            raise translate_run_error(exc, self._name) from exc
+        return self._checked(outputs)
+
+    def _checked(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        if len(outputs) != len(self._output_dtypes):
+            raise ModelContractError(
+                f"model '{self._name}' returned {len(outputs)} outputs, declares {len(self._output_dtypes)}"
+            )
+        for name, array, dtype in zip(self._output_names, outputs, self._output_dtypes, strict=True):
+            if not isinstance(array, np.ndarray) or array.dtype != dtype:
+                got = getattr(array, "dtype", type(array).__name__)
+                raise ModelContractError(
+                    f"model '{self._name}' output '{name}' is {got}, declares {dtype}", tensor=name
+                )
+        return tuple(outputs)
+
+    def close(self) -> None:
+        """Release this model's hold on the session; the last holder frees it."""
+        if self._session is not None:
+            self._session = None
+            self._release(self._shared)
+
+
+class OnnxRuntimeFactory:
+    """Loads ONNX model files (``RuntimeFactory``); owns the sessions and the shared thread pool.
+
+    ``max_workers``: threads in the pool for slow models (default: CPU count, at most 8).
+    ``inline_threshold_ns``: with ``execution: auto``, batches estimated to run faster than this
+    run inline on the event loop; slower ones in the pool.
+    ``warmup_runs``: timed batch-1 runs at load (fewer when a model is slow).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_workers: int | None = None,
+        inline_threshold_ns: int = DEFAULT_INLINE_THRESHOLD_NS,
+        warmup_runs: int = WARMUP_RUNS,
+        shadow_workers: int = 1,
+    ) -> None:
+        workers = max_workers if max_workers is not None else min(8, os.cpu_count() or 1)
+        self.inline_threshold_ns = inline_threshold_ns
+        self.warmup_runs = warmup_runs
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnx")
+        # Shadow candidates run here (``shadow_workers`` at a time, as many as the shadow pool lets run):
+        # a slow or hung candidate holds one of these threads, never one a live model needs, and a
+        # candidate never runs inline on the event loop.
+        self._shadow_pool = ThreadPoolExecutor(
+            max_workers=shadow_workers, thread_name_prefix="onnx-shadow", initializer=_background_thread
+        )
+        self._sessions: dict[tuple[str, str, int], _SharedSession] = {}
+        self._lock = threading.Lock()
+
+    def load(self, path: Path, options: ModelOptions) -> OnnxModel | BatchingRuntime:
+        """Load ``path``; ``ValueError`` with a one-line reason if it cannot be served.
+
+        With ``options.batching`` the model comes wrapped in a ``BatchingRuntime``."""
+        path = Path(path)
+        if options.execution not in EXECUTION_MODES:
+            modes = ", ".join(EXECUTION_MODES)
+            raise ValueError(f"execution must be one of {modes}, not {options.execution!r}")
+        if options.intra_op_threads < 1:
+            raise ValueError(f"threads must be at least 1, not {options.intra_op_threads}")
+        try:
+            model_bytes = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read model '{path.name}': {exc.strerror or exc}") from exc
+        sha256 = hashlib.sha256(model_bytes).hexdigest()
+        key = (str(path.resolve()), sha256, options.intra_op_threads)
+        with self._lock:
+            shared = self._sessions.get(key)
+            if shared is None:
+                shared = self._open(path.name, model_bytes, options.intra_op_threads)
+                self._sessions[key] = shared
+            shared.users += 1
+        if options.shadow:
+            inline_rows = 0
+        elif options.execution == "auto":
+            inline_rows = shared.warmup.rows_within(self.inline_threshold_ns, INLINE_ROWS_CAP)
+        else:
+            inline_rows = sys.maxsize if options.execution == "inline" else 0
+        model = OnnxModel(
+            path=path,
+            sha256=sha256,
+            shared=shared,
+            inline_max_rows=inline_rows,
+            pool=self._shadow_pool if options.shadow else self._pool,
+            release=self._release,
+        )
+        if options.batching is None:
+            return model
+        return BatchingRuntime(model, options.batching)
+
+    def _open(self, name: str, model_bytes: bytes, threads: int) -> _SharedSession:
+        try:
+            session = create_session(model_bytes, threads)
+        except Exception as exc:
+            raise ValueError(f"cannot load model '{name}': {clean_message(exc)}") from exc
+        try:
+            signature = read_signature(session)
+        except ValueError as exc:
+            raise ValueError(f"cannot serve model '{name}': {exc}") from exc
+        warmup = measure(session, signature, runs=self.warmup_runs, budget_ns=WARMUP_BUDGET_NS)
+        return _SharedSession(session, signature, warmup)
+
+    def _release(self, shared: _SharedSession) -> None:
+        with self._lock:
+            shared.users -= 1
+            if shared.users <= 0:
+                shared.session = None
+                for key, value in list(self._sessions.items()):
+                    if value is shared:
+                        del self._sessions[key]
+
+    @property
+    def open_sessions(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def queue_depth(self) -> int:
+        """Model runs submitted to the thread pool and not yet started."""
+        return self._pool._work_queue.qsize()
+
+    def close(self) -> None:
+        """Shut the thread pool down (waiting for running batches) and drop every session."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._shadow_pool.shutdown(wait=False, cancel_futures=True)  # a hung candidate is not waited for
+        with self._lock:
+            self._sessions.clear()
+
+
+SHADOW_NICE = 19
+"""Niceness of shadow threads where the idle scheduling class is not available."""
+
+
+def _background_thread() -> None:
+    """Run this (shadow) thread only on CPU time live work leaves idle: Linux's ``SCHED_IDLE``
+    class (a runnable normal thread, such as the event loop waking up, preempts it at once), or
+    failing that the lowest niceness. Both apply per thread id; elsewhere the thread keeps the
+    normal priority."""
+    tid = threading.get_native_id()
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
+        return
+    except (AttributeError, OSError):
+        pass
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, tid, SHADOW_NICE)

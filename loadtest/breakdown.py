@@ -1,0 +1,73 @@
+"""Per-node breakdown: ModelStatistics deltas between the start and the end of the measurement.
+
+Our engine reports each graph node as a composing model named
+``<graph>.<node>`` (Triton's ensemble convention); any V2 server that reports
+the graph itself still gets the graph row. The counters are cumulative and
+server-wide, so the delta includes any other traffic the server received during
+the run — the report says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NODE_SEPARATOR = "."
+
+
+def node_breakdown(
+    before: dict[str, Any] | None, after: dict[str, Any] | None, graph: str, version: str
+) -> dict[str, Any] | None:
+    if before is None or after is None:
+        return None
+    rows = []
+    graph_row = None
+    for key, stats in after.items():
+        name, stats_version = key.split("\0", 1)
+        if version and stats_version != version:
+            continue
+        if name != graph and not name.startswith(graph + NODE_SEPARATOR):
+            continue
+        old = before.get(key)
+        row = _delta(stats, old)
+        if name == graph:
+            row["name"] = graph
+            row["version"] = stats_version
+            graph_row = row
+        else:
+            row["node"] = name[len(graph) + 1 :]
+            row["version"] = stats_version
+            rows.append(row)
+    if graph_row is None and not rows:
+        return None
+    graph_ns = (graph_row or {}).get("success_ns", 0)
+    for row in rows:
+        row["share_of_graph"] = round(row["success_ns"] / graph_ns, 4) if graph_ns else None
+    rows.sort(key=lambda r: r["success_ns"], reverse=True)
+    return {"graph": graph_row, "nodes": rows}
+
+
+def _delta(new: Any, old: Any) -> dict[str, Any]:
+    def d(path: str) -> int:
+        value_new = _get(new, path)
+        value_old = _get(old, path) if old is not None else 0
+        return max(0, value_new - value_old)
+
+    calls = d("inference_stats.success.count")
+    success_ns = d("inference_stats.success.ns")
+    fails = d("inference_stats.fail.count")
+    return {
+        "calls": calls,
+        "failures": fails,
+        "rows": d("inference_count"),
+        "executions": d("execution_count"),
+        "success_ns": success_ns,
+        "mean_us": round(success_ns / calls / 1000, 1) if calls else None,
+        "queue_mean_us": round(d("inference_stats.queue.ns") / calls / 1000, 1) if calls else None,
+        "compute_mean_us": round(d("inference_stats.compute_infer.ns") / calls / 1000, 1) if calls else None,
+    }
+
+
+def _get(message: Any, path: str) -> int:
+    for part in path.split("."):
+        message = getattr(message, part)
+    return int(message)

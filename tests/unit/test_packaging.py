@@ -1,0 +1,60 @@
+"""What a newcomer relies on: the entry points, the Makefile targets, the image's command."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_console_scripts_point_at_real_functions() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["engine"] == "engine.cli:main"
+    from engine.cli import main
+
+    assert callable(main)
+
+
+def test_makefile_has_the_documented_targets() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("serve", "test", "bench", "proto", "lint"):
+        assert re.search(rf"^{target}:", makefile, re.M), target
+
+
+def test_readme_quick_start_is_make_serve_and_make_test() -> None:
+    readme = (ROOT / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("##", 1)[0]
+    commands = re.findall(r"^make \w+", quick, re.M)
+    assert commands == ["make serve", "make test"]
+
+
+def _instruction(dockerfile: str, name: str) -> list[str]:
+    lines = [line for line in dockerfile.splitlines() if line.startswith(name + " ")]
+    return json.loads(lines[-1][len(name) + 1 :])
+
+
+def test_the_image_runs_engine_serve_on_graphs_at_port_8001() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert _instruction(dockerfile, "ENTRYPOINT") + _instruction(dockerfile, "CMD") == [
+        "engine",
+        "serve",
+        "/graphs",
+    ]
+    assert "EXPOSE 8001" in dockerfile and "ENGINE_PORT=8001" in dockerfile and "USER " in dockerfile
+    # The same command line the integration tests run parses with the image's environment.
+    help_text = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "serve", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--port" in help_text and "--workers" in help_text
+
+
+def test_ci_fails_when_no_tests_are_collected() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "make test" in ci
+    assert "-eq 5" in makefile and "exit 1" in makefile
