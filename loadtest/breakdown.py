@@ -15,8 +15,14 @@ NODE_SEPARATOR = "."
 
 
 def node_breakdown(
-    before: dict[str, Any] | None, after: dict[str, Any] | None, graph: str, version: str
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    graph: str,
+    version: str,
+    start_late_us: int = 0,
 ) -> dict[str, Any] | None:
+    """Graph and node rows; ``start_late_us``: how long after the warm-up the start snapshot was
+    taken (the answers in between are missing from the deltas)."""
     if before is None or after is None:
         return None
     rows = []
@@ -43,7 +49,7 @@ def node_breakdown(
     for row in rows:
         row["share_of_graph"] = round(row["success_ns"] / graph_ns, 4) if graph_ns else None
     rows.sort(key=lambda r: r["success_ns"], reverse=True)
-    return {"graph": graph_row, "nodes": rows}
+    return {"graph": graph_row, "nodes": rows, "start_late_us": start_late_us}
 
 
 def _delta(new: Any, old: Any) -> dict[str, Any]:

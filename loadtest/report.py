@@ -76,7 +76,11 @@ def build_report(prepared: Prepared, load: Load, result: RunResult, checks: list
         "timeline": _timeline(result),
         "distribution": [{"percentile": p, "latency_us": v} for p, v in histograms.spectrum(result.ok)],
         "nodes": node_breakdown(
-            result.stats_before, result.stats_after, sla.target.graph, sla.target.version
+            result.stats_before,
+            result.stats_after,
+            sla.target.graph,
+            sla.target.version,
+            start_late_us=result.stats_before_late_ns // 1000,
         ),
     }
 
@@ -208,7 +212,9 @@ def _nodes(nodes: dict) -> list[str]:
     lines += [
         "",
         "Node times overlap when nodes run concurrently, so shares need not add up to 100 %. "
-        "Counters are server-wide: other traffic during the run is included.",
+        "Counters are server-wide: other traffic during the run is included. "
+        f"The start snapshot was taken {format_ms(nodes.get('start_late_us', 0))} after the warm-up "
+        "ended: requests answered in between count as warm-up.",
         "",
     ]
     return lines

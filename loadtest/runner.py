@@ -71,6 +71,7 @@ class RunResult:
     wall_s: float
     stats_before: dict[str, Any] | None = None
     stats_after: dict[str, Any] | None = None
+    stats_before_late_ns: int = 0  # how long after the warm-up ended the start snapshot was taken
     metrics_before: Samples | None = None
     metrics_after: Samples | None = None
 
@@ -170,9 +171,14 @@ def _supervise(
             progress.begin(schedule, start_ns)
         open_conns = list(conns)
         while open_conns:
-            if schedule.warmup_ns and result.stats_before is None and time.monotonic_ns() >= measure_at:
-                _snapshot_before(sla, client, result)
-            for conn in wait(open_conns, timeout=0.05):
+            poll_s = 0.05
+            if schedule.warmup_ns and result.stats_before is None:
+                now = time.monotonic_ns()
+                if now >= measure_at:
+                    _snapshot_before(sla, client, result, measure_at)
+                else:  # wake up when the warm-up ends, so the start snapshot is punctual
+                    poll_s = min(poll_s, (measure_at - now) / 1e9)
+            for conn in wait(open_conns, timeout=poll_s):
                 try:
                     kind, index, payload = conn.recv()
                 except EOFError:
@@ -192,7 +198,7 @@ def _supervise(
                 progress.tick()
         result.wall_s = (time.monotonic_ns() - start_ns) / 1e9
         if result.stats_before is None:  # warm-up shorter than one poll
-            _snapshot_before(sla, client, result)
+            _snapshot_before(sla, client, result, measure_at)
         result.stats_after = client.statistics()
         if sla.target.metrics:
             result.metrics_after = _scrape(sla.target.metrics)
@@ -220,8 +226,12 @@ def _await_ready(workers: list, timeout_s: float = 60.0) -> None:
             pending.pop(conn)
 
 
-def _snapshot_before(sla: Sla, client: TargetClient, result: RunResult) -> None:
+def _snapshot_before(
+    sla: Sla, client: TargetClient, result: RunResult, measure_at: int | None = None
+) -> None:
     result.stats_before = client.statistics() or {}
+    if measure_at is not None:  # measured once the answer is in: an upper bound
+        result.stats_before_late_ns = max(0, time.monotonic_ns() - measure_at)
     if sla.target.metrics:
         result.metrics_before = _scrape(sla.target.metrics)
 

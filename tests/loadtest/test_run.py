@@ -71,8 +71,10 @@ def test_a_passing_sla_passes_with_every_report_file(
     # per-node breakdown from ModelStatistics, deltas over the measured period only
     nodes = report["nodes"]
     assert nodes["graph"]["name"] == "fraud"
-    # warm-up answers may land just after the snapshot
-    assert s["scheduled"] - 5 <= nodes["graph"]["calls"] <= s["scheduled"] + 15
+    # Warm-up answers may land just after the start snapshot; measured ones answered before it
+    # (a late snapshot on a busy machine, at 100/s) are missing.
+    missed = 2 * 100 * nodes["start_late_us"] / 1e6
+    assert s["scheduled"] - 5 - missed <= nodes["graph"]["calls"] <= s["scheduled"] + 15
     by_node = {row["node"]: row for row in nodes["nodes"]}
     assert {"user", "log_amount", "x", "ip_risk", "risk_route", "deep", "light", "score", "decision"} <= set(
         by_node
