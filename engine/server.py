@@ -293,6 +293,7 @@ class EngineServer:
             unrouted=dict(self.state.unrouted),
             in_flight=self.state.in_flight,
             pool_queue_depth=getattr(self.runtimes, "queue_depth", 0),
+            pool_runs_terminated=getattr(self.runtimes, "terminated_runs", 0),
             request_log=self.request_log.counters() if self.request_log is not None else {},
             shed=dict(self.state.admission.rejected),
             admission_queue_depth=self.state.admission.queued,

@@ -36,6 +36,7 @@ class EngineSnapshot:
     unrouted: Mapping[str, int] = field(default_factory=dict)  # code -> requests that named no served graph
     in_flight: int = 0
     pool_queue_depth: int = 0
+    pool_runs_terminated: int = 0
     request_log: Mapping[str, int] = field(default_factory=dict)  # written/dropped/failed/pending
     shed: Mapping[str, int] = field(default_factory=dict)  # admission rejections by reason
     admission_queue_depth: int = 0
@@ -137,6 +138,12 @@ class EngineCollector(Collector):
             "engine_thread_pool_queue_depth",
             "Model runs waiting for a thread-pool thread",
             value=snap.pool_queue_depth,
+        )
+        yield CounterMetricFamily(
+            "engine_thread_pool_runs_terminated",
+            "Model runs stopped part-way because their caller gave up (node or shadow timeout, "
+            "request deadline, drain): the thread came free at the model's next node",
+            value=snap.pool_runs_terminated,
         )
         shed = CounterMetricFamily(
             "engine_admission_rejected",

@@ -12,7 +12,11 @@ same thread count), times a warm-up on synthetic input and decides how to run it
   ``inline_max_rows`` is the largest batch estimated, from a second warm-up at 64
   rows, to still run under the threshold; bigger batches go to the pool.
 * **pool** — ``session.run`` runs in the factory's bounded ``ThreadPoolExecutor``
-  (onnxruntime releases the GIL while it runs), so the event loop never blocks.
+  (onnxruntime releases the GIL while it runs), so the event loop never blocks. Each
+  pool run has its own ``RunOptions``: when its caller gives up (a node or shadow
+  timeout, a request deadline, a drain cancels it), ``terminate`` is set and
+  onnxruntime stops the run before its next graph node, so an abandoned run does not
+  hold a pool thread to the end (``OnnxModel.terminated`` counts them).
 
 ``ModelOptions.execution`` overrides the choice (``"inline"``: always, whatever the
 batch size; ``"pool"``: never). The measured figures stay on the model as
@@ -78,6 +82,7 @@ class OnnxModel:
         inline_max_rows: int,
         pool: ThreadPoolExecutor,
         release: Callable[[_SharedSession], None],
+        on_terminated: Callable[[], None] = lambda: None,
     ) -> None:
         self.path = path
         self.sha256 = sha256
@@ -96,6 +101,8 @@ class OnnxModel:
         self._output_names = [t.name for t in shared.signature.outputs]
         self._output_dtypes = tuple(t.datatype.numpy_dtype for t in shared.signature.outputs)
         self._run_options = quiet_run_options()
+        self.terminated = 0  # pool runs stopped part-way because their caller gave up
+        self._on_terminated = on_terminated
 
     def __repr__(self) -> str:
         mode = f"inline up to {self.inline_max_rows} rows" if self.inline else "pool"
@@ -107,20 +114,35 @@ class OnnxModel:
         if rows <= self.inline_max_rows:
             return self.run_sync(inputs)
         loop = asyncio.get_running_loop()
+        options = quiet_run_options()  # this run's own: setting ``terminate`` stops only it
         submitted = time.perf_counter_ns()
         try:
-            started, outputs = await loop.run_in_executor(self._pool, self._timed_run, inputs)
+            started, outputs = await loop.run_in_executor(self._pool, self._timed_run, inputs, options)
         except RuntimeError as exc:  # the pool was shut down
             raise InternalError(f"model '{self._name}': {exc}") from exc
+        except asyncio.CancelledError:
+            # A run not yet started was taken off the queue; a running one stops at its next node.
+            options.terminate = True
+            raise
         QUEUE_WAIT_NS.set(started - submitted)
         return outputs
 
-    def _timed_run(self, inputs: Sequence[np.ndarray]) -> tuple[int, tuple[np.ndarray, ...]]:
+    def _timed_run(
+        self, inputs: Sequence[np.ndarray], options: ort.RunOptions
+    ) -> tuple[int, tuple[np.ndarray, ...]]:
         """``run_sync`` in a pool thread, with the moment the thread picked the job up."""
         started = time.perf_counter_ns()
-        return started, self.run_sync(inputs)
+        try:
+            return started, self.run_sync(inputs, options)
+        except Exception:
+            if options.terminate:  # nobody waits for this answer any more
+                self.terminated += 1
+                self._on_terminated()
+            raise
 
-    def run_sync(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+    def run_sync(
+        self, inputs: Sequence[np.ndarray], options: ort.RunOptions | None = None
+    ) -> tuple[np.ndarray, ...]:
         """The blocking run: what ``run`` calls inline or in the pool."""
         session = self._session
         if session is None:
@@ -131,7 +153,7 @@ class OnnxModel:
             )
         try:
             feed = dict(zip(self._input_names, inputs, strict=True))
-            outputs = session.run(self._output_names, feed, self._run_options)
+            outputs = session.run(self._output_names, feed, options or self._run_options)
         except Exception as exc:
             raise translate_run_error(exc, self._name) from exc
         return self._checked(outputs)
@@ -185,6 +207,11 @@ class OnnxRuntimeFactory:
         )
         self._sessions: dict[tuple[str, str, int], _SharedSession] = {}
         self._lock = threading.Lock()
+        self.terminated_runs = 0  # pool runs (live or shadow) stopped because their caller gave up
+
+    def _count_terminated(self) -> None:
+        with self._lock:
+            self.terminated_runs += 1
 
     def load(self, path: Path, options: ModelOptions) -> OnnxModel | BatchingRuntime:
         """Load ``path``; ``ValueError`` with a one-line reason if it cannot be served.
@@ -221,6 +248,7 @@ class OnnxRuntimeFactory:
             inline_max_rows=inline_rows,
             pool=self._shadow_pool if options.shadow else self._pool,
             release=self._release,
+            on_terminated=self._count_terminated,
         )
         if options.batching is None:
             return model

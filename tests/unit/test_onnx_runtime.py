@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -252,3 +254,39 @@ async def test_a_pool_run_reports_its_thread_wait(tmp_path: Path, factory: OnnxR
     QUEUE_WAIT_NS.set(-1)
     await model.run([np.ones((2, 3), np.float32)])
     assert QUEUE_WAIT_NS.get() >= 0  # set by the pool path (inline runs leave it alone)
+
+
+def _pool_thread_in_run_sync() -> bool:
+    """Some ``onnx`` pool thread is inside ``OnnxModel.run_sync`` (so inside ``session.run``)."""
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or -1)
+        if not thread.name.startswith("onnx"):
+            continue
+        while frame is not None:
+            if frame.f_code.co_name == "run_sync":
+                return True
+            frame = frame.f_back
+    return False
+
+
+async def test_a_cancelled_pool_run_is_terminated_not_left_running(tmp_path: Path, factory) -> None:
+    # Warm-up (1 and 64 rows) takes milliseconds; 4096 rows take many seconds, unless stopped.
+    slow = factory.load(
+        slow_model(tmp_path / "s.onnx", width=1024, depth=100), ModelOptions(execution="pool")
+    )
+    x = np.ones((4096, 1024), np.float32)
+    task = asyncio.create_task(slow.run([x]))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while not _pool_thread_in_run_sync() and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    while slow.terminated == 0 and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    assert slow.terminated == 1 and factory.terminated_runs == 1  # stopped at a node boundary
+    (y,) = await slow.run([x[:2]])  # the session is fine afterwards: the flag was that run's own
+    assert y.shape == (2, 1024) and np.isfinite(y).all()
