@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from adapters.registry import FeatureCatalog
 from engine.config import ServeSettings
 from engine.interfaces import RuntimeFactory
-from engine.observability.log_sinks import request_log_from_config
+from engine.observability.log_sinks import recorder_options, request_log_from_config
 from engine.observability.metrics import EngineSnapshot, MetricsServer
 from engine.observability.recorder import Recorder
 from engine.observability.request_record import hash_key_from_env
@@ -102,7 +102,11 @@ class EngineServer:
         )
         self.request_log = request_log_from_config(settings.request_log) if settings.request_log else None
         self.recorder = (
-            Recorder(self.request_log, hash_key_from_env(required=False))
+            Recorder(
+                self.request_log,
+                hash_key_from_env(required=False),
+                **recorder_options(settings.request_log),
+            )
             if self.request_log is not None
             else None
         )

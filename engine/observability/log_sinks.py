@@ -38,6 +38,8 @@ SINKS = ("jsonl", "cloudevents", "parquet")
 YIELD_EVERY = 4
 """Records encoded between two GIL hand-backs on the sink thread."""
 PIPELINE_KEYS = ("queue_size", "batch_size", "flush_interval_s")
+RECORDER_KEYS = ("shadow_wait_s",)
+"""Settings of the recorder in front of the pipeline (``recorder_options``)."""
 SINK_KEYS: dict[str, tuple[str, ...]] = {
     "jsonl": ("directory", "file_pattern", "rotate_bytes", "rotate_interval_s", "gzip", "fsync"),
     "cloudevents": ("url", "source", "timeout_s", "max_attempts", "backoff_s", "backoff_max_s"),
@@ -204,7 +206,7 @@ def sink_from_config(config: Mapping[str, Any]) -> RequestLogSink:
     if kind not in SINKS:
         hint = _did_you_mean(str(kind), SINKS)
         raise ValueError(f"request_log: unknown sink {kind!r}{hint} (expected one of {', '.join(SINKS)})")
-    allowed = ("sink", *PIPELINE_KEYS, *SINK_KEYS[kind])
+    allowed = ("sink", *PIPELINE_KEYS, *RECORDER_KEYS, *SINK_KEYS[kind])
     for key in config:
         if key not in allowed:
             raise ValueError(f"request_log: unknown key {key!r} for sink {kind}{_did_you_mean(key, allowed)}")
@@ -252,9 +254,23 @@ def sink_from_config(config: Mapping[str, Any]) -> RequestLogSink:
 def request_log_from_config(config: Mapping[str, Any]) -> RequestLog:
     """The whole pipeline (sink + queue settings) a ``request_log:`` mapping declares."""
     sink = sink_from_config(config)
+    recorder_options(config)  # checked here too, so every mistake shows at startup
     pipeline = {k: config[k] for k in PIPELINE_KEYS if k in config}
     _types(pipeline, {"queue_size": int, "batch_size": int, "flush_interval_s": float})
     return RequestLog(sink, **pipeline)
+
+
+def recorder_options(config: Mapping[str, Any]) -> dict[str, float]:
+    """The recorder's settings in a ``request_log:`` mapping: ``shadow_wait_s``, the longest a
+    record waits for its request's shadows before it is written with those still running
+    marked ``unsettled``."""
+    options = {k: config[k] for k in RECORDER_KEYS if k in config}
+    _types(options, {"shadow_wait_s": float})
+    if options.get("shadow_wait_s", 1.0) <= 0:
+        raise ValueError(
+            f"request_log: 'shadow_wait_s' must be greater than 0, got {options['shadow_wait_s']!r}"
+        )
+    return options
 
 
 def _require(options: dict[str, Any], key: str, kind: str) -> None:

@@ -20,13 +20,16 @@ log = logging.getLogger("engine.request_log")
 
 
 SHADOW_WAIT_S = 5.0
-"""Longest a record waits for its request's shadows to settle (each is bounded by its own timeout)."""
+"""Default longest wait of a record for its request's shadows (``request_log.shadow_wait_s``)."""
 
 
 class Recorder:
-    def __init__(self, request_log: RequestLog, hash_key: bytes | None) -> None:
+    def __init__(
+        self, request_log: RequestLog, hash_key: bytes | None, shadow_wait_s: float = SHADOW_WAIT_S
+    ) -> None:
         self.request_log = request_log
         self.hash_key = hash_key
+        self.shadow_wait_s = shadow_wait_s
         self.build_errors = 0
         self._waiting: set[asyncio.Task[None]] = set()  # records waiting for their shadows
 
@@ -54,7 +57,8 @@ class Recorder:
     ) -> None:
         """Queue the record's construction after the current callback: the response goes first.
 
-        With shadows still running, the record is built when they settle (at most ``SHADOW_WAIT_S``)."""
+        With shadows still running, the record is built when they settle (at most ``shadow_wait_s``;
+        those still running then are written as ``unsettled``)."""
         events = observer.events if isinstance(observer, NodeEventLog) else ()
         fields = dict(
             request_id=request_id, trace_id=trace_id, graph=graph, version=version, models=models,
@@ -73,9 +77,9 @@ class Recorder:
 
     async def _after_shadows(self, fields: dict, shadows: RequestShadows) -> None:  # type: ignore[type-arg]
         try:
-            fields["shadows"] = await shadows.settled(SHADOW_WAIT_S)
+            fields["shadows"] = await shadows.settled(self.shadow_wait_s)
         except asyncio.CancelledError:
-            fields["shadows"] = dict(shadows.outcomes)
+            fields["shadows"] = shadows.so_far()
         if fields["sampled_because"] == "shadow_disagreement" and not shadows.disagreed:
             return  # logged only because a shadow might disagree; none did
         self._build_and_submit(fields)

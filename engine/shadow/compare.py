@@ -23,12 +23,14 @@ from engine.shadow.report import Latency, ShadowCounters, ShadowReport, ShadowSu
 from engine.shadow.rules import CompareRule, default_rule
 
 # Outcome of one sampled request, as counted and as written in the request record.
-OK, ERROR, TIMEOUT, CANCELLED, SHED, SKIPPED, NO_LIVE = (
-    "ok", "error", "timeout", "cancelled", "shed", "skipped", "no_live",
+# ``unsettled`` exists only in records: the record was written before the shadow settled
+# (``request_log.shadow_wait_s``); the live counters count that shadow's real outcome later.
+OK, ERROR, TIMEOUT, CANCELLED, SHED, SKIPPED, NO_LIVE, UNSETTLED = (
+    "ok", "error", "timeout", "cancelled", "shed", "skipped", "no_live", "unsettled",
 )  # fmt: skip
 _COUNTER = {
     OK: "run", ERROR: "errors", TIMEOUT: "timeouts", CANCELLED: "cancelled",
-    SHED: "shed", SKIPPED: "skipped", NO_LIVE: "no_live",
+    SHED: "shed", SKIPPED: "skipped", NO_LIVE: "no_live", UNSETTLED: "unsettled",
 }  # fmt: skip
 STATUSES = tuple(_COUNTER)
 
@@ -114,7 +116,8 @@ class ShadowComparison:
         return verdicts
 
     def count(self, status: str, error: str = "") -> None:
-        """Count an outcome without outputs to compare: error, timeout, cancelled, shed, skipped, no_live."""
+        """Count an outcome without outputs to compare: error, timeout, cancelled, shed, skipped,
+        no_live (and, rebuilding from a log, unsettled)."""
         self._counts[status] += 1
         if status in (ERROR, TIMEOUT):
             self.failing += 1

@@ -3,8 +3,10 @@
 ``ShadowPool`` settles one ``ShadowOutcome`` per shadow it was asked to run into the
 request's ``RequestShadows``, including those it skipped by sampling or shed. The
 request recorder awaits ``RequestShadows.settled(bound)`` before it builds the
-record, then writes ``shadow_field(...)``. Every outcome is bounded by its shadow's
-timeout, so the wait is too. Layout (``docs/request-log.md``, *Shadow results*)::
+record, then writes ``shadow_field(...)``. A shadow's run is bounded by its timeout,
+but not its wait in the shadow queue; one still running when the recorder's bound
+(``request_log.shadow_wait_s``) runs out is written as ``unsettled``.
+Layout (``docs/request-log.md``, *Shadow results*)::
 
     "shadow": {"<shadow>": {"target": "<node or ''>", "status": "ok", "error": "",
                             "duration_us": 130, "live_duration_us": 95,
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.shadow.compare import OK, SHED, SKIPPED, Verdict
+from engine.shadow.compare import OK, SHED, SKIPPED, UNSETTLED, Verdict
 from engine.shadow.rules import CompareRule
 
 TensorJson = Callable[[str, np.ndarray], dict[str, Any]]
@@ -57,27 +59,39 @@ class RequestShadows:
 
     def __init__(self) -> None:
         self.outcomes: dict[str, ShadowOutcome] = {}
-        self.pending = 0
+        self._running: dict[str, str] = {}  # shadow -> target, admitted and not settled yet
         self._done: asyncio.Event | None = None
 
-    def expect(self) -> None:
-        """One more shadow is running for this request (the pool calls it when it admits one)."""
-        self.pending += 1
+    @property
+    def pending(self) -> int:
+        """Shadows admitted for this request that have not settled yet."""
+        return len(self._running)
+
+    def expect(self, shadow: str, target: str) -> None:
+        """``shadow`` is running for this request (the pool calls it when it admits one)."""
+        self._running[shadow] = target
 
     def settle(self, outcome: ShadowOutcome, was_pending: bool = True) -> None:
         self.outcomes[outcome.shadow] = outcome
-        if was_pending:
-            self.pending -= 1
-            if self.pending == 0 and self._done is not None:
-                self._done.set()
+        settled_one = was_pending and self._running.pop(outcome.shadow, None) is not None
+        if settled_one and not self._running and self._done is not None:
+            self._done.set()
 
     async def settled(self, timeout_s: float) -> dict[str, ShadowOutcome]:
-        """The outcomes once every admitted shadow has settled, or what is there after ``timeout_s``."""
-        if self.pending:
+        """The outcomes once every admitted shadow has settled; after ``timeout_s``, the shadows
+        still running are ``unsettled`` (their real outcome reaches the live counters only)."""
+        if self._running:
             self._done = self._done or asyncio.Event()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._done.wait(), timeout_s)
-        return dict(self.outcomes)
+        return self.so_far()
+
+    def so_far(self) -> dict[str, ShadowOutcome]:
+        """The outcomes now, shadows still running included as ``unsettled``."""
+        outcomes = dict(self.outcomes)
+        for shadow, target in self._running.items():
+            outcomes[shadow] = ShadowOutcome(shadow, target, UNSETTLED)
+        return outcomes
 
     @property
     def disagreed(self) -> bool:
@@ -97,7 +111,7 @@ def shadow_entry(outcome: ShadowOutcome, tensor: TensorJson, include_live: bool 
     entry: dict[str, Any] = {"target": outcome.target, "status": outcome.status}
     if outcome.error:
         entry["error"] = outcome.error
-    if outcome.status not in (SHED, SKIPPED):
+    if outcome.status not in (SHED, SKIPPED, UNSETTLED):
         entry["duration_us"] = outcome.duration_ns // 1000
     if outcome.status != OK:
         return entry

@@ -27,8 +27,10 @@ class Spread:
 class ShadowCounters:
     """What happened to each request that reached the shadow (settled outcomes only).
 
-    ``sampled`` = ``run + shed + errors + timeouts + cancelled + no_live``; ``skipped`` were
-    not sampled. ``no_live``: the live target failed, so there was nothing to compare with.
+    ``sampled`` = ``run + shed + errors + timeouts + cancelled + no_live + unsettled``; ``skipped``
+    were not sampled. ``no_live``: the live target failed, so there was nothing to compare with.
+    ``unsettled`` (a report rebuilt from the request log only): the record was written before the
+    shadow finished, so its outcome is not in the log.
     """
 
     sampled: int = 0
@@ -39,6 +41,7 @@ class ShadowCounters:
     timeouts: int = 0
     cancelled: int = 0
     no_live: int = 0
+    unsettled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +161,8 @@ def _block(graph: str, shadow: str, s: ShadowSummary) -> str:
     lines = [
         f"graph {graph} · shadow {shadow} ({mirrors})",
         f"  requests  sampled {c.sampled}  run {c.run}  skipped {c.skipped}  shed {c.shed}  errors {c.errors}"
-        f"  timeouts {c.timeouts}  cancelled {c.cancelled}  no live {c.no_live}",
+        f"  timeouts {c.timeouts}  cancelled {c.cancelled}  no live {c.no_live}"
+        + (f"  unsettled {c.unsettled} (logged before the shadow finished)" if c.unsettled else ""),
         f"  {'latency':<9} {'p50':>10} {'p99':>10} {'mean':>10} {'max':>10}",
     ]
     for name, spread in (("live", s.latency.live), ("shadow", s.latency.shadow), ("diff", s.latency.diff)):

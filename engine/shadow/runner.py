@@ -137,7 +137,7 @@ class ShadowPool:
                 self._refuse(comparison, SHED, results)
                 return False
             if results is not None:
-                results.expect()
+                results.expect(comparison.config.shadow, comparison.config.target)
             job = _Job(comparison, work, live, results)
             if len(self._running) < self.concurrency:
                 self._start(job)

@@ -19,7 +19,12 @@ import pytest
 
 from engine import logs_cli
 from engine.observability.log_reader import ReadStats, log_files, read_records
-from engine.observability.log_sinks import JsonlSink, request_log_from_config, sink_from_config
+from engine.observability.log_sinks import (
+    JsonlSink,
+    recorder_options,
+    request_log_from_config,
+    sink_from_config,
+)
 from engine.observability.log_sinks_http import CE_TYPE, CloudEventsSink
 from engine.observability.request_log import RequestLog, SinkWriteError
 
@@ -276,6 +281,8 @@ def test_sink_from_config(tmp_path: Path) -> None:
     assert isinstance(ce, CloudEventsSink) and ce.max_attempts == 2
     log = request_log_from_config({"sink": "jsonl", "directory": str(tmp_path), "queue_size": 5})
     assert log.queue_size == 5
+    assert recorder_options({"directory": "x", "shadow_wait_s": 30}) == {"shadow_wait_s": 30}
+    assert recorder_options({"directory": "x"}) == {}
 
 
 @pytest.mark.parametrize(
@@ -293,6 +300,9 @@ def test_sink_from_config(tmp_path: Path) -> None:
         ({"sink": "cloudevents", "url": "ftp://x"}, "must be http:// or https://"),
         ({"sink": "cloudevents", "url": "http://x", "max_attempts": 0}, "max_attempts >= 1"),
         ({"directory": "x", "queue_size": "big"}, "'queue_size' must be a whole number"),
+        ({"directory": "x", "shadow_wait_s": "5s"}, "'shadow_wait_s' must be a number"),
+        ({"directory": "x", "shadow_wait_s": 0}, "'shadow_wait_s' must be greater than 0"),
+        ({"directory": "x", "shadow_wait": 5}, "did you mean 'shadow_wait_s'?"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, config: dict[str, Any], message: str) -> None:

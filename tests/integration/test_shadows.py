@@ -143,8 +143,16 @@ def _call(client: triton.InferenceServerClient, i: int) -> np.ndarray:
     return client.infer("mirror", [tensor], request_id=f"req-{i}").as_numpy("y")
 
 
+SHADOW_WAIT_S = 60
+"""A record waits this long for its shadows: on a busy machine shadow threads (idle priority) lag."""
+
+
+def _log_to(folder: Path) -> dict[str, object]:
+    return {"sink": "jsonl", "directory": str(folder), "shadow_wait_s": SHADOW_WAIT_S}
+
+
 def _records(folder: Path, count: int) -> list[dict]:  # type: ignore[type-arg]
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + SHADOW_WAIT_S + 30
     records: list[dict] = []  # type: ignore[type-arg]
     while time.monotonic() < deadline:
         records = [
@@ -163,7 +171,7 @@ def _settled_report(url: str, graph: str, requests: int) -> epb.ShadowReportResp
     shadows have been counted; asking at once would race them.
     """
     engine = EngineClient(url)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + SHADOW_WAIT_S + 30
     try:
         while True:
             response = engine.admin(
@@ -189,7 +197,7 @@ def served(repos: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory): 
         answers["without"] = [_call(client, i) for i in range(REQUESTS)]
     with ServerThread(  # max_concurrency 0: no live-pressure shedding, so counts are exact
         with_shadows,
-        request_log={"sink": "jsonl", "directory": str(logs)},
+        request_log=_log_to(logs),
         shadow_queue=REQUESTS * 4,
         max_concurrency=0,
     ) as server:
@@ -339,9 +347,7 @@ def test_only_disagreements_are_logged_when_asked(repos: tuple[Path, Path], tmp_
     graph.write_text(text)
     logs = tmp_path / "logs"
     # No concurrency limit: nothing measures live pressure, so no shadow is shed on a busy machine.
-    with ServerThread(
-        root, request_log={"sink": "jsonl", "directory": str(logs)}, max_concurrency=0
-    ) as server:
+    with ServerThread(root, request_log=_log_to(logs), max_concurrency=0) as server:
         client = triton.InferenceServerClient(server.url)
         for i in range(24):
             _call(client, i)
@@ -375,9 +381,7 @@ def test_a_whole_graph_mirrors_another_and_replay_agrees(
     )
     logs = tmp_path / "logs"
     n = 30
-    with ServerThread(
-        root, request_log={"sink": "jsonl", "directory": str(logs)}, max_concurrency=0
-    ) as server:
+    with ServerThread(root, request_log=_log_to(logs), max_concurrency=0) as server:
         client = triton.InferenceServerClient(server.url)
         answers = [_call(client, i) for i in range(n)]
         response = _settled_report(server.url, "mirror", n)

@@ -106,6 +106,19 @@ async def test_gzipped_logs_and_graph_filter(tmp_path: Path) -> None:
     assert report_from_records(read_records(gz.parent), graph="nope").graphs == {}
 
 
+def test_unsettled_entries_are_counted_apart_and_shown(tmp_path: Path) -> None:
+    entries = [{"target": "deep", "status": "unsettled"}, {"target": "deep", "status": "timeout"}]
+    records = [
+        {"schema": "engine.request/1", "id": f"r{i}", "graph": "fraud", "status": "OK", "shadow": {"v2": e}}
+        for i, e in enumerate(entries)
+    ]
+    _write(tmp_path / "requests-1.jsonl", [json.dumps(r) for r in records])
+    report = report_from_records(read_records(tmp_path))
+    counters = report.graphs["fraud"]["v2"].counters
+    assert (counters.sampled, counters.unsettled, counters.timeouts, counters.run) == (2, 1, 1, 0)
+    assert "unsettled 1 (logged before the shadow finished)" in render_table(report)
+
+
 def test_unreadable_entries_are_counted_and_left_out() -> None:
     redacted = {"target": "", "status": "ok", "compare": {}, "outputs": {"p": {"redacted": True}}, "live": {}}
     truncated_live = {

@@ -205,9 +205,13 @@ async def test_a_results_collector_that_raises_is_counted_not_raised() -> None:
 async def test_settled_waits_only_as_long_as_the_bound() -> None:
     gate, pool, c, results = Gate(), ShadowPool(), _comparison(), RequestShadows()
     pool.submit(c, gate, live=LIVE, results=results)
-    assert await results.settled(0.01) == {}
+    early = await results.settled(0.01)  # still running: written as unsettled, nothing else
+    assert {n: (o.target, o.status) for n, o in early.items()} == {"v2": ("deep", "unsettled")}
+    assert shadow_field(early, lambda path, a: {}) == {"v2": {"target": "deep", "status": "unsettled"}}
+    assert c.counters().unsettled == 0  # the live counters wait for the real outcome
     gate.release.set()
     assert (await results.settled(30))["v2"].status == "ok"
+    assert results.pending == 0 and c.counters().run == 1
 
 
 async def test_the_record_field_layout() -> None:
