@@ -254,7 +254,7 @@ class GraphRepository:
                 message = f"graph.yaml says version {graph.version} but its folder is version {key}"
                 raise GraphInvalid(graph.name, [Diagnostic(str(path), 1, 1, message)])
             try:  # one request through the whole plan before it may serve
-                await PlanRunner(graph.plan).run(warmup_inputs(graph.plan.inputs))
+                await PlanRunner(graph.plan, stores=False).run(warmup_inputs(graph.plan.inputs))
             except DeadlineExceeded as exc:  # slow when cold is not broken: serve, but say so
                 log.warning(
                     "graph %s version %s: warm-up request was slow: %s", graph.name, graph.version, exc

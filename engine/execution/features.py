@@ -47,11 +47,17 @@ def default_batch(fields: tuple[FeatureField, ...], n: int, status: FeatureStatu
 
 
 async def fetch_features(
-    step: FeatureStep, key_tensor: np.ndarray, deadline: float | None
+    step: FeatureStep, key_tensor: np.ndarray, deadline: float | None, *, store: bool = True
 ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-    """The step's outputs (``[n, 1]`` per field) and the ``[n, fields]`` uint8 status array."""
+    """The step's outputs (``[n, 1]`` per field) and the ``[n, fields]`` uint8 status array.
+
+    ``store=False``: every value is its field's default, status ``missing``, and the source
+    is not asked (the load-time warm-up)."""
     keys = feature_keys(key_tensor)
     n = len(keys)
+    if not store:
+        batch = default_batch(step.fields, n, FeatureStatus.MISSING)
+        return tuple(batch.values[f.name].reshape(n, 1) for f in step.fields), batch.status
     budget = step.timeout_s
     by_node = True
     if deadline is not None:

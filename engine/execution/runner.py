@@ -70,8 +70,13 @@ class PlanRunner:
         *,
         shadows: ShadowPool | None = None,
         comparisons: ShadowComparisons | None = None,
+        stores: bool = True,
     ) -> None:
+        """``stores=False`` (the load-time warm-up): features nodes answer with their fields'
+        defaults, status ``missing``, instead of querying their stores, so a store that is slow
+        or down does not decide whether a graph version may serve."""
         self.plan = plan
+        self._stores = stores
         self.stats = stats or GraphStats(plan.graph, plan.version)
         self._stages = tuple(
             _Stage(
@@ -232,7 +237,12 @@ class _Call:
                     batch = BATCH_RUN.get()
                 queue_ns = QUEUE_WAIT_NS.get()
             elif isinstance(step, FeatureStep):
-                outs, statuses = await fetch_features(step, args[0], deadline)  # type: ignore[arg-type]
+                outs, statuses = await fetch_features(
+                    step,
+                    args[0],  # type: ignore[arg-type]
+                    deadline,
+                    store=self.runner._stores,
+                )
             else:
                 outs, branch_rows = await self._route(step, args, values)
         except EngineError as exc:

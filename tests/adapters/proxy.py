@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 
 class StallingProxy:
@@ -54,8 +57,32 @@ class StallingProxy:
                 await writer.drain()
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        pumps = list(self._tasks)
+        for task in pumps:
             task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        for _ in range(3):  # let each connection's handler see its pumps end and close its sockets
+            await asyncio.sleep(0)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+class LoopThread:
+    """An event loop on a thread of its own, to run the stalling proxy beside the server."""
+
+    def __enter__(self) -> LoopThread:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def soon(self, fn: Callable[[], None]) -> None:
+        self.loop.call_soon_threadsafe(fn)
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)

@@ -30,6 +30,7 @@ METRICS = {
     "engine_node_errors_total",
     "engine_in_flight_requests",
     "engine_thread_pool_queue_depth",
+    "engine_thread_pool_runs_terminated_total",
     "engine_graph_ready",
     "engine_graph_load_failures_total",
     "engine_request_log_records_total",

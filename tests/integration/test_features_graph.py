@@ -9,17 +9,14 @@ or UNAVAILABLE naming the node with ``on_error: fail``); service comes back when
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 import shutil
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -29,7 +26,7 @@ import tritonclient.grpc as triton
 import yaml
 
 from engine import cli
-from tests.adapters.proxy import StallingProxy
+from tests.adapters.proxy import LoopThread, StallingProxy
 from tests.server_thread import ServerThread
 
 GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
@@ -37,26 +34,6 @@ sys.path.insert(0, str(GRAPHS))
 import build_models as bm  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-class LoopThread:
-    """An event loop on a thread of its own, to run the stalling proxy beside the server."""
-
-    def __enter__(self) -> LoopThread:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
-
-    def soon(self, fn: Callable[[], None]) -> None:
-        self.loop.call_soon_threadsafe(fn)
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 @pytest.fixture
@@ -197,6 +174,31 @@ def test_a_stalled_store_gets_defaults_then_recovers(
     np.testing.assert_allclose(recovered, _by_hand(amount, [users["u0002"]], txn), rtol=1e-5, atol=1e-6)
     statuses = [r["features"]["user"]["status"]["txn_count_24h"] for r in _records(tmp_path, 3)]
     assert statuses == [["present"], ["timed_out"], ["present"]]
+
+
+def test_a_graph_loads_and_reloads_while_its_store_hangs(
+    tmp_path: Path, example_graphs: Path, prefix: str
+) -> None:
+    """The load-time warm-up never asks a store: a hung store rejects no version."""
+    proxy = StallingProxy("127.0.0.1", 6379)
+    with LoopThread() as proxy_loop:
+        proxy_loop.call(proxy.start())
+        proxy.stall()  # not serving yet: nothing flows through it
+        root = _repository(tmp_path, example_graphs, proxy.port, prefix, "fail")
+        amount, txn = np.array([[20.0]], np.float32), np.array([[0.1, 0, 14]], np.float32)
+        with ServerThread(root) as server:
+            client = triton.InferenceServerClient(server.url)
+            assert client.is_model_ready("fraud")
+            graph = root / "fraud" / "graph.yaml"
+            graph.write_text(graph.read_text().replace("version: 1\n", "version: 2\n", 1))
+            client.load_model("fraud")
+            assert client.get_model_metadata("fraud").versions == ["2"]
+            with pytest.raises(triton.InferenceServerException) as caught:
+                client.infer("fraud", _request(amount, ["u0004"], txn), client_timeout=10)
+            proxy_loop.soon(proxy.resume)
+            client.infer("fraud", _request(amount, ["u0004"], txn))
+        proxy_loop.call(proxy.close())
+    assert caught.value.status() == "StatusCode.UNAVAILABLE"
 
 
 def test_on_error_fail_answers_unavailable_naming_the_node(

@@ -18,13 +18,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as triton
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from engine.protocol.client import EngineClient
 from engine.protocol.generated.engine.v1 import engine_pb2 as epb
 from tests import fraud_example as fraud
-from tests.integration.slow_model import ROWS, WIDTH, slow_graph, slow_model
+from tests.adapters.proxy import LoopThread, StallingProxy
+from tests.integration.slow_model import WIDTH, slow_model
 from tests.server_thread import ServerThread
 
 AMOUNT = np.array([[50.0], [5000.0], [900.0]], dtype=np.float32)
@@ -252,49 +254,96 @@ def test_swapping_a_model_file_serves_the_new_model_and_releases_the_old_one(
     assert open_sessions(served) == FRAUD_SESSIONS
 
 
+HELD_GRAPH = """\
+graph: held
+version: {version}
+inputs:
+  x: {{datatype: FP32, shape: [-1, {width}]}}
+  k: {{datatype: BYTES, shape: [-1, 1]}}
+nodes:
+  f:
+    features: held
+    key: inputs.k
+    fields:
+      v: {{datatype: FP32, default: 0}}
+    timeout: 60s
+  shifted: {{transform: expr, expr: "inputs.x + f.v"}}
+  crunch: {{model: slow.onnx, inputs: {{x: shifted}}, execution: pool}}
+outputs:
+  y: crunch.y
+"""
+
+
 def test_a_call_in_flight_finishes_on_the_version_it_started_on(tmp_path: Path) -> None:
-    """The old version's models stay open until the calls holding it are done."""
-    folder = slow_graph(tmp_path / "graphs" / "slow", version=1, scale=1.0)
-    with ServerThread(tmp_path / "graphs") as running:
-        client = triton.InferenceServerClient(running.url)
+    """The old version's models stay open until the calls holding it are done.
+
+    The call is held in flight by its feature fetch, through a proxy that stops forwarding to
+    Redis: its model runs only after the reload has finished, whatever the machine's speed.
+    """
+    proxy = StallingProxy("127.0.0.1", 6379)
+    with LoopThread() as proxy_loop:
+        proxy_loop.call(proxy.start())
+        root = tmp_path / "graphs"
+        folder = root / "held"
+        folder.mkdir(parents=True)
+        slow_model(folder / "slow.onnx", depth=4, scale=1.0)
+        (folder / "graph.yaml").write_text(HELD_GRAPH.format(version=1, width=WIDTH))
+        source = {
+            "type": "redis",
+            "url": f"redis://127.0.0.1:{proxy.port}/0",
+            "key_template": "test:reload:absent:{key}",  # no such keys: every value is the default
+            "socket_timeout": "60s",
+        }
+        (root / "engine.yaml").write_text(yaml.safe_dump({"feature_sources": {"held": source}}))
         results: list[triton.InferResult] = []
         errors: list[BaseException] = []
 
-        def slow_call() -> None:
-            call_client = triton.InferenceServerClient(running.url)
-            x = triton.InferInput("x", [ROWS, WIDTH], "FP32")
-            x.set_data_from_numpy(np.ones((ROWS, WIDTH), dtype=np.float32))
+        def call(url: str) -> None:
+            call_client = triton.InferenceServerClient(url)
+            x = triton.InferInput("x", [2, WIDTH], "FP32")
+            x.set_data_from_numpy(np.ones((2, WIDTH), dtype=np.float32))
+            k = triton.InferInput("k", [2, 1], "BYTES")
+            k.set_data_from_numpy(np.array([[b"a"], [b"b"]], dtype=np.object_))
             try:
-                results.append(call_client.infer("slow", [x], client_timeout=60))
+                results.append(call_client.infer("held", [x, k], client_timeout=60))
             except BaseException as exc:  # asserted on below
                 errors.append(exc)
             finally:
                 call_client.close()
 
-        try:
-            caller = threading.Thread(target=slow_call)
-            caller.start()
-            time.sleep(0.1)  # let it reach the server: the call itself takes far longer
-            slow_model(folder / "slow.onnx", scale=2.0)
-            yaml = folder / "graph.yaml"
-            yaml.write_text(yaml.read_text().replace("version: 1", "version: 2"))
-            client.load_model("slow")
-            assert caller.is_alive(), "the slow call finished before the reload: make it slower"
-            caller.join(60)
+        with ServerThread(root) as running:
+            client = triton.InferenceServerClient(running.url)
+            try:
+                call(running.url)  # connected to the store, warmed up
+                assert errors == [] and results.pop().as_numpy("y").tolist() == [[1.0], [1.0]]
+                proxy_loop.soon(proxy.stall)
+                caller = threading.Thread(target=call, args=(running.url,))
+                caller.start()
+                deadline = time.monotonic() + 30
+                while running.server.state.in_flight == 0 and time.monotonic() < deadline:  # type: ignore[union-attr]
+                    time.sleep(0.01)
+                assert running.server.state.in_flight == 1  # type: ignore[union-attr]
+                slow_model(folder / "slow.onnx", depth=4, scale=2.0)
+                (folder / "graph.yaml").write_text(HELD_GRAPH.format(version=2, width=WIDTH))
+                client.load_model("held")
+                assert caller.is_alive()  # still waiting on the store, holding version 1
+                assert open_sessions(running) == 2  # the old version's model stays open for it
+                proxy_loop.soon(proxy.resume)
+                caller.join(60)
 
-            assert errors == []
-            (old,) = results
-            assert old.get_response().model_version == "1"
-            np.testing.assert_array_equal(old.as_numpy("y"), np.ones((ROWS, 1), dtype=np.float32))
-            x = triton.InferInput("x", [1, WIDTH], "FP32")
-            x.set_data_from_numpy(np.ones((1, WIDTH), dtype=np.float32))
-            new = client.infer("slow", [x])
-            assert new.get_response().model_version == "2"
-            np.testing.assert_array_equal(new.as_numpy("y"), [[2.0]])
-            gc.collect()
-            assert open_sessions(running) == 1
-        finally:
-            client.close()
+                assert errors == []
+                (old,) = results
+                assert old.get_response().model_version == "1"
+                np.testing.assert_array_equal(old.as_numpy("y"), [[1.0], [1.0]])  # v1's scale
+                call(running.url)
+                new = results.pop()
+                assert new.get_response().model_version == "2"
+                np.testing.assert_array_equal(new.as_numpy("y"), [[2.0], [2.0]])
+                gc.collect()
+                assert open_sessions(running) == 1
+            finally:
+                client.close()
+        proxy_loop.call(proxy.close())
 
 
 # --- a broken new version is rejected -----------------------------------------------------------
