@@ -164,7 +164,7 @@ async def test_stalled_database_is_cut_off_and_recovers(pg_admin, pg_dsn, pg_tab
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):
                 await source.fetch(["1"], [ORDERS])
-        assert time.perf_counter() - started < 0.5
+        assert time.perf_counter() - started < 3  # not the 5 s command timeout
         proxy.resume()
         batch = await source.fetch(["0", "1"], [ORDERS])
         assert batch.values["orders_30m"].tolist() == [0, 1]

@@ -116,7 +116,9 @@ async def test_stale_rows_get_defaults(redis_admin, redis_url, prefix) -> None:
 async def test_stalled_store_is_cut_off_and_recovers(redis_admin, redis_url, prefix) -> None:
     await redis_admin.hset(f"{prefix}user:1", mapping={"age_days": 7})
     proxy = await StallingProxy("127.0.0.1", 6379).start()
-    source = RedisSource("users", f"redis://127.0.0.1:{proxy.port}/0", key_template=prefix + "user:{key}")
+    source = RedisSource(  # a socket timeout far above the caller's: the caller's must cut it off
+        "users", f"redis://127.0.0.1:{proxy.port}/0", key_template=prefix + "user:{key}", socket_timeout_s=10
+    )
     try:
         assert (await source.fetch(["1"], [AGE])).values["age_days"][0] == 7
         proxy.stall()
@@ -124,7 +126,7 @@ async def test_stalled_store_is_cut_off_and_recovers(redis_admin, redis_url, pre
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):
                 await source.fetch(["1"], [AGE])
-        assert time.perf_counter() - started < 0.5
+        assert time.perf_counter() - started < 5
         proxy.resume()
         batch = await source.fetch(["1"], [AGE])
         assert batch.values["age_days"][0] == 7 and batch.status[0, 0] == FeatureStatus.PRESENT

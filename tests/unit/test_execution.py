@@ -57,13 +57,20 @@ async def test_chain_of_function_and_model_steps():
 
 
 async def test_fan_out_runs_waiting_steps_concurrently():
-    slow_a, slow_b = linear_model(), linear_model()
-    slow_a.delay_s = slow_b.delay_s = 0.2
+    both_started = asyncio.Barrier(2)
+
+    class Meeting(FakeModel):
+        """Returns only once the other model has started too: run one after the other, it hangs."""
+
+        async def run(self, inputs):  # type: ignore[no-untyped-def]
+            await both_started.wait()
+            return await super().run(inputs)
+
+    template = linear_model()
+    slow_a, slow_b = (Meeting(template.signature, template.fn) for _ in range(2))
     plan = _plan([[_model_step("a", slow_a, 0, 1), _model_step("b", slow_b, 0, 2)]], 3, [1, 2])
-    t0 = time.monotonic()
-    a, b = await PlanRunner(plan).run([np.ones((1, 1), np.float32)])
-    # Both slept 0.2 s; run one after another they would take 0.4 s.
-    assert time.monotonic() - t0 < 0.39
+    async with asyncio.timeout(30):
+        a, b = await PlanRunner(plan).run([np.ones((1, 1), np.float32)])
     np.testing.assert_allclose(a, b)
 
 
