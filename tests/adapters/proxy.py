@@ -19,6 +19,7 @@ class StallingProxy:
     def __init__(self, host: str, port: int) -> None:
         self.upstream = (host, port)
         self.port = 0
+        self.held = 0  # chunks that arrived while stalled (each waited for ``resume``)
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._server: asyncio.Server | None = None
@@ -52,6 +53,8 @@ class StallingProxy:
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
+                if not self._flowing.is_set():
+                    self.held += 1
                 await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()

@@ -1,4 +1,4 @@
-"""A tiny ONNX model whose run time grows with the batch, for drain and reload tests."""
+"""A tiny ONNX model whose run time grows with the batch (deadline tests; depth 4 for the held graph)."""
 
 from __future__ import annotations
 

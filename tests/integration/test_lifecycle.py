@@ -28,7 +28,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from tritonclient.utils import InferenceServerException
 
 from tests import fraud_example as fraud
-from tests.integration.slow_model import ROWS, WIDTH, slow_graph
+from tests.adapters.proxy import LoopThread, StallingProxy
+from tests.integration.held_graph import held_graph, held_inputs, held_source
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = re.compile(r"\[(\d+)\] serving (\d+) graph\(s\) on ([\d.]+):(\d+)")
@@ -113,15 +114,6 @@ def launch() -> Iterator[Callable[..., EngineProcess]]:
 
 
 @pytest.fixture
-def slow_graphs(tmp_path: Path, example_graphs: Path) -> Path:
-    """quickstart plus ``slow``, a graph whose every 4096-row request takes a good fraction of a second."""
-    root = tmp_path / "graphs"
-    shutil.copytree(example_graphs / "quickstart", root / "quickstart")
-    slow_graph(root / "slow")
-    return root
-
-
-@pytest.fixture
 def quick_graphs(tmp_path: Path, example_graphs: Path) -> Path:
     root = tmp_path / "graphs"
     shutil.copytree(example_graphs / "quickstart", root / "quickstart")
@@ -159,13 +151,10 @@ def infer_quickstart(url: str, rows: int = 2) -> np.ndarray:
         client.close()
 
 
-def infer_slow(url: str) -> np.ndarray:
+def infer_held(url: str) -> np.ndarray:
     client = triton.InferenceServerClient(url)
     try:
-        x = triton.InferInput("x", [ROWS, WIDTH], "FP32")
-        x.set_data_from_numpy(np.ones((ROWS, WIDTH), dtype=np.float32))
-        result = client.infer("slow", [x], client_timeout=TIMEOUT)
-        y = result.as_numpy("y")
+        y = client.infer("held", held_inputs(), client_timeout=TIMEOUT).as_numpy("y")
         assert y is not None
         return y
     finally:
@@ -253,30 +242,43 @@ def _outcome(future: Future[np.ndarray]) -> np.ndarray | str:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_drains_in_flight_calls_and_refuses_new_ones(
-    launch: Callable[..., EngineProcess], slow_graphs: Path, signum: signal.Signals
+    launch: Callable[..., EngineProcess], tmp_path: Path, example_graphs: Path, signum: signal.Signals
 ) -> None:
-    engine = launch(str(slow_graphs), "--port", "0", "--grace", "30", "--pool-threads", "2")
-    url = f"127.0.0.1:{engine.serving_port()}"
-    assert health(url, "slow") == ("SERVING", "OK")
-    expected = infer_slow(url)
-    np.testing.assert_allclose(expected, 1.0, rtol=1e-3)
+    # The calls are held in their feature fetch by a stalled proxy until the checks are done.
+    proxy = StallingProxy("127.0.0.1", 6379)
+    with LoopThread() as proxy_loop:
+        proxy_loop.call(proxy.start())
+        root = tmp_path / "graphs"
+        shutil.copytree(example_graphs / "quickstart", root / "quickstart")
+        held_graph(root / "held")
+        (root / "engine.yaml").write_text(
+            yaml.safe_dump({"feature_sources": {"held": held_source(proxy.port)}})
+        )
+        engine = launch(str(root), "--port", "0", "--grace", "30", "--pool-threads", "2")
+        url = f"127.0.0.1:{engine.serving_port()}"
+        assert health(url, "held") == ("SERVING", "OK")
+        expected = infer_held(url)  # connected to the store
+        np.testing.assert_array_equal(expected, [[1.0], [1.0]])
 
-    with ThreadPoolExecutor(4) as pool:
-        calls = [pool.submit(infer_slow, url) for _ in range(4)]
-        time.sleep(0.3)  # let the calls reach the server: each one takes far longer than this
-        assert not any(f.done() for f in calls), "the slow graph is not slow enough for this test"
-        engine.proc.send_signal(signum)
+        proxy_loop.soon(proxy.stall)
+        with ThreadPoolExecutor(4) as pool:
+            calls = [pool.submit(infer_held, url) for _ in range(4)]
+            eventually(lambda: proxy.held > 0, "a call to reach the store")
+            time.sleep(0.2)  # the others too, most likely (one that has not is refused, below)
+            engine.proc.send_signal(signum)
 
-        # while the in-flight calls finish: health says NOT_SERVING, new calls are refused cleanly
-        eventually(lambda: health(url, "") != ("SERVING", "OK"), "health to leave SERVING")
-        assert health(url, "") == ("NOT_SERVING", "OK")
-        assert health(url, "slow") == ("NOT_SERVING", "OK")
-        with pytest.raises(InferenceServerException) as refused:
-            infer_quickstart(url)
-        assert status_of(refused.value) == "UNAVAILABLE"
-        assert "draining" in refused.value.message()
-        assert not all(f.done() for f in calls), "the calls finished before the checks: make them slower"
-        outcomes = [_outcome(f) for f in calls]
+            # while the in-flight calls wait: health says NOT_SERVING, new calls are refused cleanly
+            eventually(lambda: health(url, "") != ("SERVING", "OK"), "health to leave SERVING")
+            assert health(url, "") == ("NOT_SERVING", "OK")
+            assert health(url, "held") == ("NOT_SERVING", "OK")
+            with pytest.raises(InferenceServerException) as refused:
+                infer_quickstart(url)
+            assert status_of(refused.value) == "UNAVAILABLE"
+            assert "draining" in refused.value.message()
+            assert not all(f.done() for f in calls)  # the one the store saw is still held
+            proxy_loop.soon(proxy.resume)
+            outcomes = [_outcome(f) for f in calls]
+        proxy_loop.call(proxy.close())
 
     assert engine.proc.wait(TIMEOUT) == 0
     engine.stop()

@@ -11,30 +11,55 @@ from pathlib import Path
 import grpc
 import numpy as np
 import tritonclient.grpc as triton
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.protocol.generated.inference import grpc_service_pb2 as pb
-from tests.integration.slow_model import ROWS, WIDTH, slow_graph
+from tests.adapters.proxy import LoopThread, StallingProxy
+from tests.integration.held_graph import held_graph, held_source
+from tests.integration.slow_model import WIDTH
 from tests.server_thread import ServerThread
+
+
+def _held_request() -> pb.ModelInferRequest:
+    """Two rows for graph ``slow`` (tests/integration/held_graph.py), in raw V2 form."""
+    request = pb.ModelInferRequest(model_name="slow")
+    request.inputs.add(name="x", datatype="FP32", shape=[2, WIDTH])
+    request.inputs.add(name="k", datatype="BYTES", shape=[2, 1])
+    request.raw_input_contents.append(np.ones((2, WIDTH), np.float32).tobytes())
+    request.raw_input_contents.append(b"".join(len(k).to_bytes(4, "little") + k for k in (b"k0", b"k1")))
+    return request
 
 
 def test_a_saturated_server_sheds_with_a_pushback_and_keeps_answering_health(
     tmp_path: Path, example_graphs: Path
 ) -> None:
-    root = tmp_path / "graphs"
-    shutil.copytree(example_graphs / "quickstart", root / "quickstart")
-    slow_graph(root / "slow")
-    with ServerThread(root, max_concurrency=1, max_queue=1, max_queue_wait_s=5.0) as server:
-        request = pb.ModelInferRequest(model_name="slow")
-        request.inputs.add(name="x", datatype="FP32", shape=[ROWS, WIDTH])
-        request.raw_input_contents.append(np.ones((ROWS, WIDTH), np.float32).tobytes())
+    # The two admitted calls are held in their feature fetch (a stalled proxy) until the end.
+    proxy = StallingProxy("127.0.0.1", 6379)
+    with LoopThread() as proxy_loop:
+        proxy_loop.call(proxy.start())
+        root = tmp_path / "graphs"
+        shutil.copytree(example_graphs / "quickstart", root / "quickstart")
+        held_graph(root / "slow")
+        (root / "engine.yaml").write_text(
+            yaml.safe_dump({"feature_sources": {"held": held_source(proxy.port)}})
+        )
+        _saturate(root, proxy, proxy_loop)
+        proxy_loop.call(proxy.close())
+
+
+def _saturate(root: Path, proxy: StallingProxy, proxy_loop: LoopThread) -> None:
+    with ServerThread(root, max_concurrency=1, max_queue=1, max_queue_wait_s=60.0) as server:
+        request = _held_request()
         channel = grpc.insecure_channel(server.url)
         infer = channel.unary_unary(
             "/inference.GRPCInferenceService/ModelInfer",
             request_serializer=pb.ModelInferRequest.SerializeToString,
             response_deserializer=pb.ModelInferResponse.FromString,
         )
+        infer(request, timeout=60)  # connected to the store
+        proxy_loop.soon(proxy.stall)
         results: list[object] = []
 
         def call() -> None:
@@ -48,7 +73,7 @@ def test_a_saturated_server_sheds_with_a_pushback_and_keeps_answering_health(
             thread.start()
         state = server.server.state
         deadline = threading.Event()
-        for _ in range(200):  # until both are admitted or queued
+        for _ in range(1500):  # until both are admitted or queued
             if state.admission.active == 1 and state.admission.queued == 1:
                 break
             deadline.wait(0.02)
@@ -73,6 +98,8 @@ def test_a_saturated_server_sheds_with_a_pushback_and_keeps_answering_health(
         assert client.get_model_metadata("slow", as_json=True)["name"] == "slow"
         assert client.is_server_ready()
 
+        assert (state.admission.active, state.admission.queued) == (1, 1)  # still held
+        proxy_loop.soon(proxy.resume)
         for thread in running:
             thread.join(60)
         assert all(isinstance(r, pb.ModelInferResponse) for r in results), results

@@ -26,7 +26,7 @@ from engine.protocol.client import EngineClient
 from engine.protocol.generated.engine.v1 import engine_pb2 as epb
 from tests import fraud_example as fraud
 from tests.adapters.proxy import LoopThread, StallingProxy
-from tests.integration.slow_model import WIDTH, slow_model
+from tests.integration.held_graph import held_graph, held_inputs, held_source
 from tests.server_thread import ServerThread
 
 AMOUNT = np.array([[50.0], [5000.0], [900.0]], dtype=np.float32)
@@ -254,26 +254,6 @@ def test_swapping_a_model_file_serves_the_new_model_and_releases_the_old_one(
     assert open_sessions(served) == FRAUD_SESSIONS
 
 
-HELD_GRAPH = """\
-graph: held
-version: {version}
-inputs:
-  x: {{datatype: FP32, shape: [-1, {width}]}}
-  k: {{datatype: BYTES, shape: [-1, 1]}}
-nodes:
-  f:
-    features: held
-    key: inputs.k
-    fields:
-      v: {{datatype: FP32, default: 0}}
-    timeout: 60s
-  shifted: {{transform: expr, expr: "inputs.x + f.v"}}
-  crunch: {{model: slow.onnx, inputs: {{x: shifted}}, execution: pool}}
-outputs:
-  y: crunch.y
-"""
-
-
 def test_a_call_in_flight_finishes_on_the_version_it_started_on(tmp_path: Path) -> None:
     """The old version's models stay open until the calls holding it are done.
 
@@ -284,28 +264,17 @@ def test_a_call_in_flight_finishes_on_the_version_it_started_on(tmp_path: Path) 
     with LoopThread() as proxy_loop:
         proxy_loop.call(proxy.start())
         root = tmp_path / "graphs"
-        folder = root / "held"
-        folder.mkdir(parents=True)
-        slow_model(folder / "slow.onnx", depth=4, scale=1.0)
-        (folder / "graph.yaml").write_text(HELD_GRAPH.format(version=1, width=WIDTH))
-        source = {
-            "type": "redis",
-            "url": f"redis://127.0.0.1:{proxy.port}/0",
-            "key_template": "test:reload:absent:{key}",  # no such keys: every value is the default
-            "socket_timeout": "60s",
-        }
-        (root / "engine.yaml").write_text(yaml.safe_dump({"feature_sources": {"held": source}}))
+        folder = held_graph(root / "held", version=1, scale=1.0)
+        (root / "engine.yaml").write_text(
+            yaml.safe_dump({"feature_sources": {"held": held_source(proxy.port)}})
+        )
         results: list[triton.InferResult] = []
         errors: list[BaseException] = []
 
         def call(url: str) -> None:
             call_client = triton.InferenceServerClient(url)
-            x = triton.InferInput("x", [2, WIDTH], "FP32")
-            x.set_data_from_numpy(np.ones((2, WIDTH), dtype=np.float32))
-            k = triton.InferInput("k", [2, 1], "BYTES")
-            k.set_data_from_numpy(np.array([[b"a"], [b"b"]], dtype=np.object_))
             try:
-                results.append(call_client.infer("held", [x, k], client_timeout=60))
+                results.append(call_client.infer("held", held_inputs(), client_timeout=60))
             except BaseException as exc:  # asserted on below
                 errors.append(exc)
             finally:
@@ -323,8 +292,7 @@ def test_a_call_in_flight_finishes_on_the_version_it_started_on(tmp_path: Path) 
                 while running.server.state.in_flight == 0 and time.monotonic() < deadline:  # type: ignore[union-attr]
                     time.sleep(0.01)
                 assert running.server.state.in_flight == 1  # type: ignore[union-attr]
-                slow_model(folder / "slow.onnx", depth=4, scale=2.0)
-                (folder / "graph.yaml").write_text(HELD_GRAPH.format(version=2, width=WIDTH))
+                held_graph(folder, version=2, scale=2.0)
                 client.load_model("held")
                 assert caller.is_alive()  # still waiting on the store, holding version 1
                 assert open_sessions(running) == 2  # the old version's model stays open for it
