@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 
@@ -89,3 +89,16 @@ class LoopThread:
     def __exit__(self, *exc: object) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+@contextlib.contextmanager
+def stalling_store(port: int) -> Iterator[tuple[StallingProxy, LoopThread]]:
+    """A started ``StallingProxy`` in front of 127.0.0.1:``port``, on a loop thread of its own;
+    closed on exit. Stall and resume it from another thread with ``loop.soon(proxy.stall)``."""
+    proxy = StallingProxy("127.0.0.1", port)
+    with LoopThread() as loop:
+        loop.call(proxy.start())
+        try:
+            yield proxy, loop
+        finally:
+            loop.call(proxy.close())

@@ -7,11 +7,13 @@ source's socket timeout are a minute); ``resume()`` lets them all finish. No tim
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tritonclient.grpc as triton
+import yaml
 
 from tests.integration.slow_model import WIDTH, slow_model
 
@@ -51,6 +53,18 @@ def held_source(redis_port: int) -> dict[str, Any]:
         "key_template": "test:held:absent:{key}",  # no such keys: every value is the default
         "socket_timeout": "60s",
     }
+
+
+def held_repository(
+    root: Path, redis_port: int, *, name: str = "held", quickstart: Path | None = None
+) -> Path:
+    """A graph folder ``root`` holding the held graph as ``name`` (and a copy of ``quickstart``
+    when given), with the ``held`` source in its ``engine.yaml``; returns the graph's folder."""
+    if quickstart is not None:
+        shutil.copytree(quickstart, root / "quickstart")
+    folder = held_graph(root / name)
+    (root / "engine.yaml").write_text(yaml.safe_dump({"feature_sources": {"held": held_source(redis_port)}}))
+    return folder
 
 
 def held_inputs(rows: int = 2) -> list[triton.InferInput]:

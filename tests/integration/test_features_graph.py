@@ -26,7 +26,7 @@ import tritonclient.grpc as triton
 import yaml
 
 from engine import cli
-from tests.adapters.proxy import LoopThread, StallingProxy
+from tests.adapters.proxy import stalling_store
 from tests.server_thread import ServerThread
 
 GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
@@ -148,9 +148,7 @@ def test_graph_outputs_equal_the_models_on_fetched_features(
 def test_a_stalled_store_gets_defaults_then_recovers(
     tmp_path: Path, example_graphs: Path, prefix: str
 ) -> None:
-    proxy = StallingProxy("127.0.0.1", 6379)
-    with LoopThread() as proxy_loop:
-        proxy_loop.call(proxy.start())
+    with stalling_store(6379) as (proxy, proxy_loop):
         root = _repository(tmp_path, example_graphs, proxy.port, prefix, "default")
         _load_users(root)
         users = _users()
@@ -167,7 +165,6 @@ def test_a_stalled_store_gets_defaults_then_recovers(
             elapsed = time.monotonic() - start
             proxy_loop.soon(proxy.resume)
             recovered = client.infer("fraud", _request(amount, ["u0002"], txn)).as_numpy("score")
-        proxy_loop.call(proxy.close())
     assert elapsed < 5  # cut off by the node timeout, far below the store's 2 s socket timeout
     np.testing.assert_allclose(fresh, _by_hand(amount, [users["u0001"]], txn), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(stalled, _by_hand(amount, [[0.0, 0.0, 1.0]], txn), rtol=1e-5, atol=1e-6)
@@ -180,9 +177,7 @@ def test_a_graph_loads_and_reloads_while_its_store_hangs(
     tmp_path: Path, example_graphs: Path, prefix: str
 ) -> None:
     """The load-time warm-up never asks a store: a hung store rejects no version."""
-    proxy = StallingProxy("127.0.0.1", 6379)
-    with LoopThread() as proxy_loop:
-        proxy_loop.call(proxy.start())
+    with stalling_store(6379) as (proxy, proxy_loop):
         proxy.stall()  # not serving yet: nothing flows through it
         root = _repository(tmp_path, example_graphs, proxy.port, prefix, "fail")
         amount, txn = np.array([[20.0]], np.float32), np.array([[0.1, 0, 14]], np.float32)
@@ -197,16 +192,13 @@ def test_a_graph_loads_and_reloads_while_its_store_hangs(
                 client.infer("fraud", _request(amount, ["u0004"], txn), client_timeout=10)
             proxy_loop.soon(proxy.resume)
             client.infer("fraud", _request(amount, ["u0004"], txn))
-        proxy_loop.call(proxy.close())
     assert caught.value.status() == "StatusCode.UNAVAILABLE"
 
 
 def test_on_error_fail_answers_unavailable_naming_the_node(
     tmp_path: Path, example_graphs: Path, prefix: str
 ) -> None:
-    proxy = StallingProxy("127.0.0.1", 6379)
-    with LoopThread() as proxy_loop:
-        proxy_loop.call(proxy.start())
+    with stalling_store(6379) as (proxy, proxy_loop):
         root = _repository(tmp_path, example_graphs, proxy.port, prefix, "fail")
         amount, txn = np.array([[20.0]], np.float32), np.array([[0.1, 0, 14]], np.float32)
         with ServerThread(root) as server:
@@ -217,7 +209,6 @@ def test_on_error_fail_answers_unavailable_naming_the_node(
                 client.infer("fraud", _request(amount, ["u0003"], txn), client_timeout=10)
             proxy_loop.soon(proxy.resume)
             client.infer("fraud", _request(amount, ["u0003"], txn))  # and back
-        proxy_loop.call(proxy.close())
     assert caught.value.status() == "StatusCode.UNAVAILABLE"
     assert "node 'user'" in caught.value.message() and "did not answer within its timeout of 20 ms" in (
         caught.value.message()

@@ -28,8 +28,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from tritonclient.utils import InferenceServerException
 
 from tests import fraud_example as fraud
-from tests.adapters.proxy import LoopThread, StallingProxy
-from tests.integration.held_graph import held_graph, held_inputs, held_source
+from tests.adapters.proxy import stalling_store
+from tests.integration.held_graph import held_inputs, held_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVING = re.compile(r"\[(\d+)\] serving (\d+) graph\(s\) on ([\d.]+):(\d+)")
@@ -245,15 +245,9 @@ def test_signal_drains_in_flight_calls_and_refuses_new_ones(
     launch: Callable[..., EngineProcess], tmp_path: Path, example_graphs: Path, signum: signal.Signals
 ) -> None:
     # The calls are held in their feature fetch by a stalled proxy until the checks are done.
-    proxy = StallingProxy("127.0.0.1", 6379)
-    with LoopThread() as proxy_loop:
-        proxy_loop.call(proxy.start())
+    with stalling_store(6379) as (proxy, proxy_loop):
         root = tmp_path / "graphs"
-        shutil.copytree(example_graphs / "quickstart", root / "quickstart")
-        held_graph(root / "held")
-        (root / "engine.yaml").write_text(
-            yaml.safe_dump({"feature_sources": {"held": held_source(proxy.port)}})
-        )
+        held_repository(root, proxy.port, quickstart=example_graphs / "quickstart")
         engine = launch(str(root), "--port", "0", "--grace", "30", "--pool-threads", "2")
         url = f"127.0.0.1:{engine.serving_port()}"
         assert health(url, "held") == ("SERVING", "OK")
@@ -278,7 +272,6 @@ def test_signal_drains_in_flight_calls_and_refuses_new_ones(
             assert not all(f.done() for f in calls)  # the one the store saw is still held
             proxy_loop.soon(proxy.resume)
             outcomes = [_outcome(f) for f in calls]
-        proxy_loop.call(proxy.close())
 
     assert engine.proc.wait(TIMEOUT) == 0
     engine.stop()

@@ -3,7 +3,6 @@ RESOURCE_EXHAUSTED and a retry pushback; health, metadata and admin calls still 
 
 from __future__ import annotations
 
-import shutil
 import threading
 import urllib.request
 from pathlib import Path
@@ -11,13 +10,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import tritonclient.grpc as triton
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.protocol.generated.inference import grpc_service_pb2 as pb
-from tests.adapters.proxy import LoopThread, StallingProxy
-from tests.integration.held_graph import held_graph, held_source
+from tests.adapters.proxy import LoopThread, StallingProxy, stalling_store
+from tests.integration.held_graph import held_repository
 from tests.integration.slow_model import WIDTH
 from tests.server_thread import ServerThread
 
@@ -36,17 +34,10 @@ def test_a_saturated_server_sheds_with_a_pushback_and_keeps_answering_health(
     tmp_path: Path, example_graphs: Path
 ) -> None:
     # The two admitted calls are held in their feature fetch (a stalled proxy) until the end.
-    proxy = StallingProxy("127.0.0.1", 6379)
-    with LoopThread() as proxy_loop:
-        proxy_loop.call(proxy.start())
+    with stalling_store(6379) as (proxy, proxy_loop):
         root = tmp_path / "graphs"
-        shutil.copytree(example_graphs / "quickstart", root / "quickstart")
-        held_graph(root / "slow")
-        (root / "engine.yaml").write_text(
-            yaml.safe_dump({"feature_sources": {"held": held_source(proxy.port)}})
-        )
+        held_repository(root, proxy.port, name="slow", quickstart=example_graphs / "quickstart")
         _saturate(root, proxy, proxy_loop)
-        proxy_loop.call(proxy.close())
 
 
 def _saturate(root: Path, proxy: StallingProxy, proxy_loop: LoopThread) -> None:

@@ -18,15 +18,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as triton
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from engine.protocol.client import EngineClient
 from engine.protocol.generated.engine.v1 import engine_pb2 as epb
 from tests import fraud_example as fraud
-from tests.adapters.proxy import LoopThread, StallingProxy
-from tests.integration.held_graph import held_graph, held_inputs, held_source
+from tests.adapters.proxy import stalling_store
+from tests.integration.held_graph import held_graph, held_inputs, held_repository
 from tests.server_thread import ServerThread
 
 AMOUNT = np.array([[50.0], [5000.0], [900.0]], dtype=np.float32)
@@ -260,14 +259,9 @@ def test_a_call_in_flight_finishes_on_the_version_it_started_on(tmp_path: Path) 
     The call is held in flight by its feature fetch, through a proxy that stops forwarding to
     Redis: its model runs only after the reload has finished, whatever the machine's speed.
     """
-    proxy = StallingProxy("127.0.0.1", 6379)
-    with LoopThread() as proxy_loop:
-        proxy_loop.call(proxy.start())
+    with stalling_store(6379) as (proxy, proxy_loop):
         root = tmp_path / "graphs"
-        folder = held_graph(root / "held", version=1, scale=1.0)
-        (root / "engine.yaml").write_text(
-            yaml.safe_dump({"feature_sources": {"held": held_source(proxy.port)}})
-        )
+        folder = held_repository(root, proxy.port)  # version 1: y = 1
         results: list[triton.InferResult] = []
         errors: list[BaseException] = []
 
@@ -311,7 +305,6 @@ def test_a_call_in_flight_finishes_on_the_version_it_started_on(tmp_path: Path) 
                 assert open_sessions(running) == 1
             finally:
                 client.close()
-        proxy_loop.call(proxy.close())
 
 
 # --- a broken new version is rejected -----------------------------------------------------------
