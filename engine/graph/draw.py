@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.graph.plan import NodeInfo, Plan
+from engine.graph.values.plan import NodeInfo, Plan
 from engine.tensors import TensorSpec
 
 

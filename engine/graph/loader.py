@@ -1,9 +1,9 @@
 """The public entry points: load a graph folder, check graph text, find graph files.
 
-``load_graph`` and ``check_graph`` run the same pipeline: YAML with positions
-(``source``) -> ``GraphSpec`` (``reader``) -> ``Analysis`` with models loaded
-(``validate``) -> ``Plan`` (``compiler``). Every stage reports into one
-``Report``, so a graph with several problems lists them all at once.
+``load_graph`` and ``check_graph`` run the same pipeline, one subpackage per phase: YAML
+with positions (``reading.source``) -> ``GraphSpec`` (``reading.graph_reader``) -> ``Analysis``
+with models loaded (``checking.validate``) -> ``Plan`` (``compiling.compiler``). Every phase
+reports into one ``Report``, so a graph with several problems lists them all at once.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import Diagnostic, GraphInvalid
-from engine.graph.compiler import compile_plan
-from engine.graph.diagnostics import Report
-from engine.graph.model_files import ModelFiles
-from engine.graph.plan import Plan
-from engine.graph.reader import read_graph
-from engine.graph.source import load_yaml
-from engine.graph.spec import GraphSpec
-from engine.graph.validate import analyse
+from engine.graph.checking.model_files import ModelFiles
+from engine.graph.checking.validate import analyse
+from engine.graph.compiling.compiler import compile_plan
+from engine.graph.reading.graph_reader import read_graph
+from engine.graph.reading.source import load_yaml
+from engine.graph.values.diagnostics import Report
+from engine.graph.values.plan import Plan
+from engine.graph.values.spec import GraphSpec
 from engine.interfaces import FeatureCatalog, ModelRuntime, RuntimeFactory
 
 GRAPH_FILE = "graph.yaml"

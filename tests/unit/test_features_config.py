@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from engine import cli
+from engine.cli.features import find_config, load_catalog
 from engine.config import ServeSettings
-from engine.features_cli import find_config, load_catalog
 
 USERS = "user_id,age_days,country\nu1,400,DE\nu2,20,FR\n"
 CONFIG = """\

@@ -12,7 +12,7 @@ import pytest
 
 from engine.execution import PlanRunner
 from engine.graph import load_graph
-from engine.graph.batching_reader import batch_dimension_problem
+from engine.graph.reading.batching_reader import batch_dimension_problem
 from engine.interfaces import BatchingOptions, ModelOptions, ModelSignature
 from engine.runtimes.batching import BatchingRuntime
 from tests.fakes import FakeModel, FakeRuntimeFactory, RecordingObserver, spec

@@ -10,8 +10,8 @@ import numpy as np
 from engine.execution import PlanRunner
 from engine.graph import find_graph_files
 from engine.graph.draw import to_dot, to_mermaid
-from engine.graph.plan import FunctionStep, ModelStep, RouteStep
-from engine.graph.routers import key_buckets, random_split_router, sticky_split_router
+from engine.graph.ops.routers import key_buckets, random_split_router, sticky_split_router
+from engine.graph.values.plan import FunctionStep, ModelStep, RouteStep
 from tests.fakes import linear_model
 from tests.unit.graph_cases import FRAUD, diagnose, load, write_graph
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.graph.expression_eval import compile_expression
-from engine.graph.expressions import Binary, ExprError, Name, Num, Unary, parse, references
+from engine.graph.ops.expression_eval import compile_expression
+from engine.graph.ops.expressions import Binary, ExprError, Name, Num, Unary, parse, references
 from engine.tensors import DataType
 from tests.fakes import spec
 

@@ -21,7 +21,7 @@ from adapters.static import StaticSource
 from engine.errors import DeadlineExceeded, DependencyUnavailable, InternalError
 from engine.execution import PlanRunner
 from engine.graph import check_graph, load_graph
-from engine.graph.plan import FeatureStep
+from engine.graph.values.plan import FeatureStep
 from engine.interfaces import FeatureBatch, FeatureField, FeatureStatus, NodeEvent
 from engine.tensors import DataType
 from tests.fakes import FakeModel, FakeRuntimeFactory, linear_model

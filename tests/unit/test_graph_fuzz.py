@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from engine.errors import Diagnostic
 from engine.graph import check_graph
-from engine.graph.expressions import ExprError
-from engine.graph.expressions import parse as parse_expression
+from engine.graph.ops.expressions import ExprError
+from engine.graph.ops.expressions import parse as parse_expression
 from tests.fakes import FakeRuntimeFactory, linear_model
 
 KEYS = [

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.graph.diagnostics import Pos, Report
-from engine.graph.op_call import OpCall
-from engine.graph.ops import COMBINES, build_op
-from engine.graph.spec import Param
+from engine.graph.ops.call import OpCall
+from engine.graph.ops.table import COMBINES, build_op
+from engine.graph.values.diagnostics import Pos, Report
+from engine.graph.values.spec import Param
 from tests.fakes import spec
 
 

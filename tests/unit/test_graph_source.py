@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.graph.diagnostics import Pos, Report
-from engine.graph.source import MAX_NODES, load_yaml
+from engine.graph.reading.source import MAX_NODES, load_yaml
+from engine.graph.values.diagnostics import Pos, Report
 
 
 def _load(text: str):

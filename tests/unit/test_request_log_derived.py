@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from engine.graph.logging_policy import LoggingPolicy, with_derived_redactions
-from engine.graph.plan import NodeInfo
+from engine.graph.compiling.redactions import with_derived_redactions
+from engine.graph.values.logging_policy import LoggingPolicy
+from engine.graph.values.plan import NodeInfo
 
 
 def _node(name: str, kind: str, inputs: tuple[str, ...], branches: tuple[str, ...] = ()) -> NodeInfo:

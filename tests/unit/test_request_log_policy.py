@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.graph.logging_policy import HASH_KEY_ENV, OFF, LoggingPolicy
+from engine.graph.values.logging_policy import HASH_KEY_ENV, OFF, LoggingPolicy
 from tests.unit.graph_cases import FRAUD, diagnose, load, only_error
 
 POLICY = """\

@@ -8,9 +8,8 @@ its numpy function.
 
 from __future__ import annotations
 
-from engine.graph import ops_combines as combines
-from engine.graph import ops_transforms as transforms
-from engine.graph.op_call import OpBuilder, OpCall, OpDef, OpOutput
+from engine.graph.ops import combines, transforms
+from engine.graph.ops.call import OpBuilder, OpCall, OpDef, OpOutput
 
 
 def _op(

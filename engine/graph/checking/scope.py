@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.graph.diagnostics import Pos, Report, did_you_mean
-from engine.graph.plan import Router, RowFunction
-from engine.graph.spec import GraphSpec, NodeSpec
+from engine.graph.values.diagnostics import Pos, Report, did_you_mean
+from engine.graph.values.plan import Router, RowFunction
+from engine.graph.values.spec import GraphSpec, NodeSpec
 from engine.interfaces import FeatureCatalog, FeatureSource, ModelRuntime
 from engine.tensors import TensorSpec
 

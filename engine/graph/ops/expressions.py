@@ -24,7 +24,7 @@ import keyword
 import re
 from dataclasses import dataclass
 
-from engine.graph.diagnostics import did_you_mean
+from engine.graph.values.diagnostics import did_you_mean
 
 FUNCTIONS: dict[str, int] = {  # name -> number of arguments
     "abs": 1, "exp": 1, "log": 1, "log1p": 1, "sqrt": 1, "sigmoid": 1, "tanh": 1,

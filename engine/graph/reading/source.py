@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from engine.graph.diagnostics import NOWHERE, Pos, Report
+from engine.graph.values.diagnostics import NOWHERE, Pos, Report
 
 MAX_NODES = 20_000
 MAX_DEPTH = 40

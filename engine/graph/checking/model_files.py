@@ -13,9 +13,9 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from engine.graph.batching_reader import batch_dimension_problem
-from engine.graph.diagnostics import Report, did_you_mean
-from engine.graph.spec import ModelNode
+from engine.graph.reading.batching_reader import batch_dimension_problem
+from engine.graph.values.diagnostics import Report, did_you_mean
+from engine.graph.values.spec import ModelNode
 from engine.interfaces import BatchingOptions, ModelOptions, ModelRuntime, RuntimeFactory
 
 

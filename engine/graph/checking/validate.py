@@ -5,7 +5,7 @@ route), dependencies and cycles, then every node in topological order
 (references, model signatures, op and expression types), the graph outputs,
 and finally reachability (every node feeds some output). The result is an
 ``Analysis``: each node's resolved slots, output specs and compiled functions,
-which ``engine.graph.compiler`` numbers into a ``Plan``.
+which ``engine.graph.compiling.compiler`` numbers into a ``Plan``.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from __future__ import annotations
 import graphlib
 from dataclasses import dataclass
 
-from engine.graph.diagnostics import Pos, Report, did_you_mean
-from engine.graph.expressions import ExprError, parse, references
-from engine.graph.feature_checks import check_features
-from engine.graph.logging_policy import check_logging_refs
-from engine.graph.model_files import ModelFiles
-from engine.graph.node_checks import check_model, check_op
-from engine.graph.route_checks import check_split, check_switch
-from engine.graph.scope import NodeResult, Scope
-from engine.graph.shadow_checks import check_shadow
-from engine.graph.spec import (
+from engine.graph.checking.feature_checks import check_features
+from engine.graph.checking.logging_checks import check_logging_refs
+from engine.graph.checking.model_files import ModelFiles
+from engine.graph.checking.node_checks import check_model, check_op
+from engine.graph.checking.route_checks import check_split, check_switch
+from engine.graph.checking.scope import NodeResult, Scope
+from engine.graph.checking.shadow_checks import check_shadow
+from engine.graph.ops.expressions import ExprError, parse, references
+from engine.graph.values.diagnostics import Pos, Report, did_you_mean
+from engine.graph.values.spec import (
     FeatureNode,
     GraphSpec,
     ModelNode,

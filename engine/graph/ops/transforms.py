@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.graph.op_call import OpCall, OpOutput, unify_shapes
+from engine.graph.ops.call import OpCall, OpOutput, unify_shapes
 from engine.tensors import DataType
 
 

@@ -12,8 +12,8 @@ from functools import reduce
 
 import numpy as np
 
-from engine.graph.op_call import OpCall, OpOutput, unify_shapes
-from engine.graph.ops_transforms import concat
+from engine.graph.ops.call import OpCall, OpOutput, unify_shapes
+from engine.graph.ops.transforms import concat
 from engine.tensors import DataType
 
 

@@ -14,22 +14,20 @@
       on_error: default               # or fail (UNAVAILABLE naming the node)
 
 Whether the source exists and declares these fields is checked later, in
-``engine.graph.feature_checks``, against the server's catalog.
+``engine.graph.checking.feature_checks``, against the server's catalog.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from engine.graph.spec import FeatureFieldSpec, FeatureNode, NodeCommon
+from engine.graph.reading.reader import Reader
+from engine.graph.reading.source import YamlPath
+from engine.graph.values.spec import FeatureFieldSpec, FeatureNode, NodeCommon
 from engine.tensors import DataType
-
-if TYPE_CHECKING:
-    from engine.graph.reader import Reader
-    from engine.graph.source import YamlPath
 
 FEATURE_KEYS = ("key", "fields", "max_age", "cache")
 FIELD_KEYS = ("datatype", "default")

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import graphlib
 
-from engine.graph.plan import (
+from engine.graph.checking.scope import NodeResult
+from engine.graph.checking.validate import Analysis
+from engine.graph.reading.shadow_reader import DEFAULT_TIMEOUT_S
+from engine.graph.values.plan import (
     Branch,
     DefaultFill,
     Fallback,
@@ -26,10 +29,7 @@ from engine.graph.plan import (
     ShadowStep,
     Step,
 )
-from engine.graph.scope import NodeResult
-from engine.graph.shadow_checks import DEFAULT_TIMEOUT_S
-from engine.graph.spec import FeatureNode, OpNode, ShadowNode
-from engine.graph.validate import Analysis
+from engine.graph.values.spec import FeatureNode, OpNode, ShadowNode
 from engine.interfaces import FeatureField
 from engine.shadow.compare import ShadowConfig
 

@@ -11,117 +11,19 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from engine.graph.diagnostics import Pos, Report, did_you_mean, one_of
-from engine.graph.durations import EXAMPLES, seconds
-from engine.graph.logging_policy import read_logging
-from engine.graph.nodes_reader import NodeReader
-from engine.graph.shadow_reader import read_shadow_of
-from engine.graph.source import SourceDoc, YamlPath
-from engine.graph.spec import GraphSpec, InputSpec, NodeSpec, OutputSpec, Ref
-from engine.tensors import DataType
+from engine.graph.reading.logging_reader import read_logging
+from engine.graph.reading.nodes_reader import NodeReader
+from engine.graph.reading.reader import Reader, describe
+from engine.graph.reading.shadow_reader import read_shadow_of
+from engine.graph.reading.source import SourceDoc, YamlPath
+from engine.graph.values.diagnostics import Pos, Report
+from engine.graph.values.spec import GraphSpec, InputSpec, NodeSpec, OutputSpec
 
 TOP_KEYS = ("graph", "version", "description", "inputs", "nodes", "outputs", "logging", "shadow_of")
 INPUT_KEYS = ("datatype", "shape", "description")
 MAX_DIM = 2**31 - 1
 """The largest fixed dimension a declared shape may name (requests are further bounded by max_elements)."""
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SERVED_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/\-]*$")
-REFERENCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.\S+)?$")
-
-
-class Reader:
-    """Shared helpers: typed access to values with diagnostics at their positions."""
-
-    def __init__(self, doc: SourceDoc, report: Report) -> None:
-        self.doc = doc
-        self.at = doc.positions
-        self.report = report
-
-    def error(self, pos: Pos, message: str) -> None:
-        self.report.error(pos, message)
-
-    def mapping(self, value: Any, path: YamlPath, what: str) -> dict[str, Any] | None:
-        if isinstance(value, dict):
-            return value
-        self.error(self.at.value(path), f"{what} must be a mapping (key: value), got {describe(value)}")
-        return None
-
-    def check_keys(
-        self, mapping: dict[str, Any], path: YamlPath, allowed: tuple[str, ...], where: str
-    ) -> None:
-        for key in mapping:
-            if key not in allowed:
-                hint = did_you_mean(key, allowed) or f" (expected {one_of(allowed)})"
-                self.error(self.at.key((*path, key)), f"unknown key '{key}' in {where}{hint}")
-
-    def text(self, value: Any, path: YamlPath, what: str) -> str | None:
-        if isinstance(value, str) and value.strip():
-            return value
-        self.error(self.at.value(path), f"{what} must be text, got {describe(value)}")
-        return None
-
-    def ref(self, value: Any, path: YamlPath, what: str) -> Ref | None:
-        pos = self.at.text(path)
-        if not isinstance(value, str):
-            self.error(
-                self.at.value(path),
-                f"{what} must be a reference (inputs.NAME, NODE or NODE.TENSOR), got {describe(value)}",
-            )
-            return None
-        if not REFERENCE.match(value):
-            self.error(pos, f"'{value}' is not a reference; write inputs.NAME, NODE or NODE.TENSOR")
-            return None
-        return Ref(value, pos)
-
-    def name(self, name: str, path: YamlPath, what: str, pattern: re.Pattern[str] = IDENTIFIER) -> bool:
-        if pattern.match(name):
-            return True
-        rule = "letters, digits and '_', not starting with a digit" if pattern is IDENTIFIER else "no spaces"
-        self.error(self.at.key(path), f"{what} name '{name}' is not valid ({rule})")
-        return False
-
-    def datatype(self, body: dict[str, Any], path: YamlPath, what: str) -> DataType | None:
-        """``body['datatype']`` parsed (``FP32``, case-insensitive); None after reporting why not."""
-        if "datatype" not in body:
-            self.error(self.at.key(path), f"{what} needs a 'datatype' (e.g. FP32)")
-            return None
-        value = body["datatype"]
-        pos = self.at.text((*path, "datatype"))
-        if not isinstance(value, str):
-            self.error(pos, f"'datatype' must be a datatype name such as FP32, got {describe(value)}")
-            return None
-        try:
-            return DataType.parse(value)
-        except ValueError:
-            hint = did_you_mean(value.upper(), [d.value for d in DataType])
-            names = ", ".join(d.value for d in DataType)
-            self.error(pos, f"unknown datatype '{value}'{hint or ' (expected one of ' + names + ')'}")
-            return None
-
-    def duration(self, value: Any, path: YamlPath, what: str) -> float | None:
-        """A positive duration in seconds (``"20ms"``, ``"1.5s"``, ``"1h"``, a number); None after
-        reporting why not."""
-        result = seconds(value)
-        if result is None or not result > 0:
-            self.error(
-                self.at.value(path), f"{what} must be a positive duration such as {EXAMPLES}, got {value!r}"
-            )
-            return None
-        return result
-
-
-def describe(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, str):
-        return f"the text '{value}'"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, list):
-        return "a list"
-    return "a mapping"
 
 
 def read_graph(

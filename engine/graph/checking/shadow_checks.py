@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from engine.graph.diagnostics import did_you_mean
-from engine.graph.model_files import ModelFiles
-from engine.graph.node_checks import check_wire
-from engine.graph.scope import NodeResult, Scope
-from engine.graph.shadow_reader import DEFAULT_TIMEOUT_S
-from engine.graph.spec import ModelNode, ShadowNode
+from engine.graph.checking.model_files import ModelFiles
+from engine.graph.checking.node_checks import check_wire
+from engine.graph.checking.scope import NodeResult, Scope
+from engine.graph.reading.shadow_reader import DEFAULT_TIMEOUT_S
+from engine.graph.values.diagnostics import did_you_mean
+from engine.graph.values.spec import ModelNode, ShadowNode
 from engine.shadow.rules import parse_rules
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.graph.expressions import Binary, Call, Expr, ExprError, Name, Num, Unary
+from engine.graph.ops.expressions import Binary, Call, Expr, ExprError, Name, Num, Unary
 from engine.tensors import DataType, TensorSpec
 
 Evaluator = Callable[[Sequence[np.ndarray]], Any]

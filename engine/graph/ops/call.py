@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from engine.graph.diagnostics import Pos, Report, did_you_mean
-from engine.graph.plan import RowFunction
-from engine.graph.spec import Param
+from engine.graph.values.diagnostics import Pos, Report, did_you_mean
+from engine.graph.values.plan import RowFunction
+from engine.graph.values.spec import Param
 from engine.tensors import DataType, TensorSpec
 
 

@@ -7,14 +7,16 @@ Argument *values* of ops are checked later by the op itself, with types known.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.graph.batching_reader import read_batching
-from engine.graph.diagnostics import did_you_mean, one_of
-from engine.graph.features_reader import FEATURE_KEYS, read_features
-from engine.graph.ops import COMBINES, TRANSFORMS, op_table
-from engine.graph.shadow_reader import SHADOW_KEYS, read_shadow
-from engine.graph.spec import (
+from engine.graph.ops.table import COMBINES, TRANSFORMS, op_table
+from engine.graph.reading.batching_reader import read_batching
+from engine.graph.reading.features_reader import FEATURE_KEYS, read_features
+from engine.graph.reading.reader import Reader
+from engine.graph.reading.shadow_reader import SHADOW_KEYS, read_shadow
+from engine.graph.reading.source import YamlPath
+from engine.graph.values.diagnostics import did_you_mean, one_of
+from engine.graph.values.spec import (
     ModelInput,
     ModelNode,
     NodeCommon,
@@ -27,10 +29,6 @@ from engine.graph.spec import (
     SwitchCase,
     SwitchNode,
 )
-
-if TYPE_CHECKING:
-    from engine.graph.reader import Reader
-    from engine.graph.source import YamlPath
 
 KINDS = ("model", "transform", "combine", "switch", "split", "features", "shadow")
 COMMON_KEYS = ("timeout", "description", "on_error", "optional")

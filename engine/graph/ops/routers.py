@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from engine.graph.plan import Router
+from engine.graph.values.plan import Router
 
 MaskFn = Callable[[Sequence[np.ndarray]], np.ndarray]
 _SCALE = float(2**64)

@@ -16,15 +16,13 @@ dimension on every input and output) is checked once it is loaded (``batch_dimen
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.graph.durations import EXAMPLES, seconds
-from engine.graph.spec import BatchingSpec
+from engine.graph.reading.durations import EXAMPLES, seconds
+from engine.graph.reading.reader import Reader
+from engine.graph.reading.source import YamlPath
+from engine.graph.values.spec import BatchingSpec
 from engine.interfaces import ModelSignature
-
-if TYPE_CHECKING:
-    from engine.graph.reader import Reader
-    from engine.graph.source import YamlPath
 
 BATCHING_KEYS = ("max_batch_size", "max_queue_delay", "preferred_batch_sizes")
 MAX_BATCH_SIZE = 65_536

@@ -2,19 +2,19 @@
 
 Each ``check_*`` resolves every reference first (so all unknown names are
 reported), then checks types and returns a ``NodeResult`` or None. Switch and
-split nodes are checked in ``engine.graph.route_checks``.
+split nodes are checked in ``engine.graph.checking.route_checks``.
 """
 
 from __future__ import annotations
 
-from engine.graph.diagnostics import Pos, did_you_mean
-from engine.graph.expression_eval import CompiledExpr, compile_expression
-from engine.graph.expressions import ExprError, parse, references
-from engine.graph.model_files import ModelFiles
-from engine.graph.op_call import OpCall
-from engine.graph.ops import build_op
-from engine.graph.scope import NodeResult, Scope
-from engine.graph.spec import ModelInput, ModelNode, OpNode
+from engine.graph.checking.model_files import ModelFiles
+from engine.graph.checking.scope import NodeResult, Scope
+from engine.graph.ops.call import OpCall
+from engine.graph.ops.expression_eval import CompiledExpr, compile_expression
+from engine.graph.ops.expressions import ExprError, parse, references
+from engine.graph.ops.table import build_op
+from engine.graph.values.diagnostics import Pos, did_you_mean
+from engine.graph.values.spec import ModelInput, ModelNode, OpNode
 from engine.tensors import TensorSpec
 
 

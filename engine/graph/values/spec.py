@@ -1,9 +1,9 @@
 """The typed form of a graph file: what the modeller wrote, with where they wrote it.
 
-A ``GraphSpec`` is produced by ``engine.graph.reader`` from the YAML values and
+A ``GraphSpec`` is produced by ``engine.graph.reading.graph_reader`` from the YAML values and
 is purely structural: references are still text, models are still file names.
-``engine.graph.validate`` resolves it against the loaded models, and
-``engine.graph.compiler`` turns the result into a ``Plan``.
+``engine.graph.checking.validate`` resolves it against the loaded models, and
+``engine.graph.compiling.compiler`` turns the result into a ``Plan``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.graph.diagnostics import Pos
-from engine.graph.logging_policy import OFF, LoggingPolicy
+from engine.graph.values.diagnostics import Pos
+from engine.graph.values.logging_policy import OFF, LoggingPolicy
 from engine.tensors import DataType
 
 NodeKind = str  # "model" | "transform" | "combine" | "switch" | "split" | "features"
@@ -90,7 +90,7 @@ class ModelInput:
 
 @dataclass(frozen=True, slots=True)
 class BatchingSpec:
-    """``batching:`` on a model node (read by ``engine.graph.batching_reader``)."""
+    """``batching:`` on a model node (read by ``engine.graph.reading.batching_reader``)."""
 
     max_batch_size: int
     max_queue_delay_s: float

@@ -9,9 +9,9 @@ becomes one output ``[batch, 1]`` of its declared datatype.
 
 from __future__ import annotations
 
-from engine.graph.diagnostics import did_you_mean
-from engine.graph.scope import NodeResult, Scope
-from engine.graph.spec import FeatureNode
+from engine.graph.checking.scope import NodeResult, Scope
+from engine.graph.values.diagnostics import did_you_mean
+from engine.graph.values.spec import FeatureNode
 from engine.interfaces import FeatureSource
 from engine.tensors import DataType, TensorSpec
 

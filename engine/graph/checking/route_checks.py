@@ -7,11 +7,11 @@ dimension kept where all branches agree and -1 where they differ.
 
 from __future__ import annotations
 
-from engine.graph.diagnostics import Pos
-from engine.graph.node_checks import compile_text
-from engine.graph.routers import random_split_router, sticky_split_router, switch_router
-from engine.graph.scope import NodeResult, Scope
-from engine.graph.spec import SplitNode, SwitchNode
+from engine.graph.checking.node_checks import compile_text
+from engine.graph.checking.scope import NodeResult, Scope
+from engine.graph.ops.routers import random_split_router, sticky_split_router, switch_router
+from engine.graph.values.diagnostics import Pos
+from engine.graph.values.spec import SplitNode, SwitchNode
 from engine.tensors import DataType, TensorSpec
 
 

@@ -10,20 +10,18 @@
       timeout: 50ms                     # bound on one candidate run (default 1s)
 
 The target, the candidate's signature and the compared outputs are checked later
-(``engine.graph.shadow_checks``), once models are loaded.
+(``engine.graph.checking.shadow_checks``), once models are loaded.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.graph.diagnostics import Pos
-from engine.graph.spec import NodeCommon, ShadowNode, ShadowOf
+from engine.graph.reading.reader import Reader
+from engine.graph.reading.source import YamlPath
+from engine.graph.values.diagnostics import Pos
+from engine.graph.values.spec import NodeCommon, ShadowNode, ShadowOf
 from engine.shadow.rules import rule_problems
-
-if TYPE_CHECKING:
-    from engine.graph.reader import Reader
-    from engine.graph.source import YamlPath
 
 SHADOW_KEYS = ("model", "compare", "sample", "threads")
 DEFAULT_TIMEOUT_S = 1.0
