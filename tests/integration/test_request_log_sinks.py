@@ -17,14 +17,10 @@ from typing import Any
 
 import pytest
 
-from engine import logs_cli
+from engine.cli import logs as logs_cli
+from engine.observability.log_config import recorder_options, request_log_from_config, sink_from_config
 from engine.observability.log_reader import ReadStats, log_files, read_records
-from engine.observability.log_sinks import (
-    JsonlSink,
-    recorder_options,
-    request_log_from_config,
-    sink_from_config,
-)
+from engine.observability.log_sinks import JsonlSink
 from engine.observability.log_sinks_http import CE_TYPE, CloudEventsSink
 from engine.observability.request_log import RequestLog, SinkWriteError
 

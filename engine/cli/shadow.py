@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
@@ -24,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_URL = "127.0.0.1:8001"
+from engine.cli.remote import add_connection_arguments, connect
+
 RECORDED: ContextVar[Mapping[str, Any] | None] = ContextVar("engine_recorded_features", default=None)
 """The record being replayed's ``features`` entry, read by ``RecordedSource``."""
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     shadow = sub.add_parser("shadow", help="shadow comparison reports; offline replay of a candidate graph")
     actions = shadow.add_subparsers(metavar="ACTION")
     report = actions.add_parser(
@@ -40,8 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--from", dest="source", type=Path, help="request-log directory or file: build offline"
     )
     report.add_argument("--format", choices=("table", "json"), default="table")
-    report.add_argument("--url", default=DEFAULT_URL)
-    report.add_argument("--ca", help="PEM CA to trust: connect with TLS (token: ENGINE_TOKEN)")
+    add_connection_arguments(report)
     report.set_defaults(run=_report)
     replay = actions.add_parser(
         "replay", help="re-run recorded requests through a candidate graph and compare"
@@ -62,7 +61,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     replay.add_argument("--concurrency", type=int, default=8)
     replay.add_argument("--format", choices=("table", "json"), default="table")
     replay.set_defaults(run=_replay)
-    shadow.set_defaults(run=lambda args: (shadow.print_help(), 2)[1])
+    shadow.set_defaults(run=lambda args: _usage(shadow))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
 
 
 def _print(report: Any, fmt: str) -> None:
@@ -89,10 +93,10 @@ def _report(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
-    from engine.protocol.client import EngineClient, RemoteError
+    from engine.protocol.client import RemoteError
     from engine.protocol.generated.engine.v1 import engine_pb2 as epb
 
-    client = EngineClient(args.url, token=os.environ.get("ENGINE_TOKEN") or None, ca_file=args.ca)
+    client = connect(args)
     try:
         response = client.admin(
             "ShadowReport", epb.ShadowReportRequest(graph=args.graph or ""), epb.ShadowReportResponse
@@ -180,7 +184,7 @@ def _replay(args: argparse.Namespace) -> int:
     runtimes = OnnxRuntimeFactory()
     catalog = RecordedCatalog()
     try:
-        candidate = load_graph(path, runtimes, catalog)  # type: ignore[arg-type]
+        candidate = load_graph(path, runtimes, catalog)
     except GraphInvalid as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)

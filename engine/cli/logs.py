@@ -1,6 +1,6 @@
 """``engine logs``: read request-log files back (tail, query, to-parquet).
 
-``engine.cli`` adds these with ``logs_cli.add_parser(sub)``. Every command reads
+``engine.cli.command`` adds these with ``logs.add_parser(sub)``. Every command reads
 a directory of JSON Lines files (rotated and gzipped ones included, oldest
 first) or a single file, skips damaged lines and says how many on stderr.
 """
@@ -21,7 +21,7 @@ from typing import Any
 from engine.observability.log_reader import ReadStats, log_files, parse_lines, read_records
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add ``logs tail|query|to-parquet`` to the ``engine`` command's subparsers."""
     logs = subparsers.add_parser("logs", help="read request-log files (tail, query, to-parquet)")
     sub = logs.add_subparsers(metavar="COMMAND")
@@ -43,8 +43,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parquet.add_argument("path", metavar="DIR", help="request-log directory (or one file)")
     parquet.add_argument("out", metavar="OUT.parquet")
     parquet.set_defaults(run=_to_parquet)
-    logs.set_defaults(run=lambda args: (logs.print_help(), 2)[1])
+    logs.set_defaults(run=lambda args: _usage(logs))
     return logs
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
 
 
 def _tail(args: argparse.Namespace) -> int:

@@ -67,7 +67,7 @@ def close_catalog(catalog: FeatureCatalog) -> None:
         asyncio.run(catalog.close())
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     features = sub.add_parser("features", help="list, fetch from and load into feature sources")
     actions = features.add_subparsers(metavar="ACTION")
 

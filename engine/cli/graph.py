@@ -1,0 +1,155 @@
+"""The local graph commands: ``validate`` (every problem with file:line:col) and ``graph draw``.
+
+Both check ``features`` nodes against the feature sources the server would have (``features.py``
+finds the config the same way for both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.cli.features import close_catalog, find_config, load_catalog
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``validate`` and ``graph draw`` to the ``engine`` command's subparsers."""
+    validate = sub.add_parser("validate", help="check graphs and print every problem with file:line:col")
+    validate.add_argument(
+        "paths", type=Path, nargs="+", help="graph.yaml files, graph folders or repositories"
+    )
+    validate.add_argument(
+        "--config",
+        type=Path,
+        help="engine.yaml declaring the feature sources graphs name (default: ENGINE_CONFIG, else an "
+        "engine.yaml in or above the graph folders)",
+    )
+    validate.set_defaults(run=_validate)
+
+    graph = sub.add_parser("graph", help="work with one graph locally")
+    graph_sub = graph.add_subparsers(metavar="ACTION")
+    draw = graph_sub.add_parser("draw", help="draw a graph as mermaid, dot or png")
+    draw.add_argument("graph", help="a graph folder, a graph.yaml, or a graph name under --graphs")
+    draw.add_argument("--graphs", type=Path, default=Path("graphs"))
+    draw.add_argument("--format", choices=("mermaid", "dot", "png"), default="mermaid")
+    draw.add_argument("--output", "-o", type=Path, help="file to write (required for png)")
+    draw.add_argument("--config", type=Path, help="engine.yaml declaring feature sources")
+    draw.set_defaults(run=_draw)
+
+
+def _graph_files(paths: Sequence[Path]) -> list[Path]:
+    from engine.graph import find_graph_files
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_file():
+            files.append(path)
+        elif (path / "graph.yaml").is_file():
+            files.append(path / "graph.yaml")
+        elif path.is_dir():
+            files.extend(find_graph_files(path))
+        else:
+            raise FileNotFoundError(path)
+    return files
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from engine.graph import check_graph
+    from engine.runtimes.onnx import OnnxRuntimeFactory
+
+    try:
+        files = _graph_files(args.paths)
+    except FileNotFoundError as exc:
+        print(f"engine validate: no such file or folder: {exc}", file=sys.stderr)
+        return 2
+    if not files:
+        print("engine validate: no graph.yaml found", file=sys.stderr)
+        return 2
+    try:
+        catalog = load_catalog(find_config(args.config, args.paths), args.paths)
+    except ValueError as exc:
+        print(f"engine validate: {exc}", file=sys.stderr)
+        return 2
+    runtimes = OnnxRuntimeFactory(max_workers=1)
+    errors = warnings = 0
+    try:
+        for file in files:
+            diagnostics = check_graph(
+                file.read_text(),
+                filename=str(file),
+                graph_dir=file.parent,
+                runtimes=runtimes,
+                features=catalog,
+            )
+            for diagnostic in diagnostics:
+                print(diagnostic)
+            file_errors = sum(d.severity == "error" for d in diagnostics)
+            errors += file_errors
+            warnings += len(diagnostics) - file_errors
+            if not file_errors:
+                print(f"{file}: ok")
+    finally:
+        runtimes.close()
+        close_catalog(catalog)
+    print(f"{len(files)} graph(s) checked: {errors} error(s), {warnings} warning(s)")
+    return 1 if errors else 0
+
+
+def _draw(args: argparse.Namespace) -> int:
+    from engine.errors import GraphInvalid
+    from engine.graph import draw, load_graph
+    from engine.runtimes.onnx import OnnxRuntimeFactory
+
+    path = Path(args.graph)
+    if not path.exists():
+        path = args.graphs / args.graph
+    if path.is_dir():
+        path = path / "graph.yaml"
+    if not path.is_file():
+        print(f"engine graph draw: no graph at {path}", file=sys.stderr)
+        return 2
+    try:
+        catalog = load_catalog(find_config(args.config, [path]), [path])
+    except ValueError as exc:
+        print(f"engine graph draw: {exc}", file=sys.stderr)
+        return 2
+    runtimes = OnnxRuntimeFactory(max_workers=1, warmup_runs=1)
+    try:
+        graph = load_graph(path, runtimes, catalog)
+    except GraphInvalid as exc:
+        for diagnostic in exc.diagnostics:
+            print(diagnostic, file=sys.stderr)
+        return 1
+    finally:
+        runtimes.close()
+        close_catalog(catalog)
+    text = draw.to_mermaid(graph.plan) if args.format == "mermaid" else draw.to_dot(graph.plan)
+    if args.format == "png":
+        return _png(text, args.output)
+    if args.output:
+        args.output.write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def _png(text: str, output: Path | None) -> int:
+    """Render a dot drawing to PNG with graphviz's ``dot``."""
+    dot = shutil.which("dot")
+    if dot is None:
+        print(
+            "engine graph draw: --format png needs graphviz's `dot` (apt-get install graphviz)",
+            file=sys.stderr,
+        )
+        return 2
+    if output is None:
+        print("engine graph draw: --format png needs --output FILE", file=sys.stderr)
+        return 2
+    subprocess.run([dot, "-Tpng", "-o", str(output)], input=text.encode(), check=True)
+    print(f"wrote {output}")
+    return 0
