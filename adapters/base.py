@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import SupportsFloat, SupportsIndex
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def convert(raw: object, datatype: DataType) -> object:
     dtype = datatype.numpy_dtype
     try:
         if datatype.is_float:
-            number: float | int = float(raw.strip() if isinstance(raw, str) else raw)  # type: ignore[arg-type]
+            number: float | int = _to_float(raw)
         else:
             number = _to_int(raw)
         if datatype.is_float and math.isfinite(number) and abs(number) > _FLOAT_MAX[datatype]:
@@ -74,6 +75,17 @@ def convert(raw: object, datatype: DataType) -> object:
         return dtype.type(number)
     except (TypeError, ValueError, OverflowError, ArithmeticError) as exc:
         raise Unconvertible(f"{raw!r} is not {datatype.value}") from exc
+
+
+def _to_float(raw: object) -> float:
+    """What ``float()`` accepts (text with surrounding blanks too); ``TypeError`` for anything else."""
+    if isinstance(raw, float | int):  # the common case, before the slower protocol checks
+        return float(raw)
+    if isinstance(raw, str):
+        return float(raw.strip())
+    if isinstance(raw, SupportsFloat | SupportsIndex):
+        return float(raw)
+    raise TypeError(f"{raw!r} is not a number")
 
 
 def _to_int(raw: object) -> int:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import numpy as np
@@ -29,17 +29,18 @@ from engine.interfaces import FeatureBatch, FeatureField, FeatureSource
 from engine.tensors import DataType
 
 CachedRow = tuple[object, ...]  # one entity: a value per field, None where the store had none
+_T = TypeVar("_T")
 
 
-class RowSerializer(BaseSerializer):
+class RowSerializer(BaseSerializer):  # type: ignore[misc]  # aiocache ships no type information
     """JSON for cached rows in Redis (never pickle: a shared cache must not run code); bytes as base64."""
 
     DEFAULT_ENCODING = "utf-8"
 
-    def dumps(self, value: Any) -> str:
+    def dumps(self, value: CachedRow) -> str:
         return json.dumps([{"b": base64.b64encode(v).decode()} if isinstance(v, bytes) else v for v in value])
 
-    def loads(self, value: str | None) -> Any:
+    def loads(self, value: str | None) -> CachedRow | None:
         if value is None:
             return None
         return tuple(base64.b64decode(v["b"]) if isinstance(v, dict) else v for v in json.loads(value))
@@ -112,9 +113,8 @@ class CachedSource:
             return builder.build()
         prefix = self._prefix(fields)
         cache_keys = [prefix + key_text(k) for k in keys]
-        entries: list[CachedRow | None] = await self._cache_call(self._cache.multi_get(cache_keys))
-        if entries is None:
-            entries = [None] * len(keys)
+        found: list[CachedRow | None] | None = await self._cache_call(self._cache.multi_get(cache_keys))
+        entries = found if found is not None else [None] * len(keys)
         misses: list[int] = []
         for row, entry in enumerate(entries):
             if entry is None:
@@ -131,7 +131,7 @@ class CachedSource:
                 await self._cache_call(self._cache.multi_set(pairs, ttl=self.ttl_s))
         return builder.build()
 
-    async def _cache_call(self, call: Any) -> Any:
+    async def _cache_call(self, call: Awaitable[_T]) -> _T | None:
         """A cache operation; a cache that is down degrades to the wrapped source (counted), never fails."""
         try:
             return await call
@@ -153,12 +153,14 @@ class CachedSource:
             await self.source.close()
 
 
-def _cacheable(batch: FeatureBatch, fields: Sequence[FeatureField], cache_keys: list[str]) -> list[tuple]:
+def _cacheable(
+    batch: FeatureBatch, fields: Sequence[FeatureField], cache_keys: list[str]
+) -> list[tuple[str, CachedRow]]:
     """(cache key, row) for every row whose cells are all PRESENT or MISSING."""
     status = batch.status
     good = np.all((status == PRESENT) | (status == MISSING), axis=1)
     columns = [batch.values[f.name] for f in fields]
-    pairs: list[tuple] = []
+    pairs: list[tuple[str, CachedRow]] = []
     for row in np.flatnonzero(good):
         cells = status[row]
         entry = tuple(

@@ -76,10 +76,11 @@ class HttpSource:
     def schema(self) -> Mapping[str, DataType] | None:
         return self._schema
 
-    def request_body(self, keys: Sequence[object], fields: Sequence[FeatureField]) -> dict[str, Any]:
-        entities: list[object] = [key_text(k) for k in keys]
+    def request_body(self, keys: Sequence[object], fields: Sequence[FeatureField]) -> dict[str, object]:
+        texts = [key_text(k) for k in keys]
+        entities: list[object] = list(texts)
         if self.key_type == "int":
-            entities = [int(k) if str(k).lstrip("-").isdigit() else k for k in entities]
+            entities = [int(t) if t.lstrip("-").isdigit() else t for t in texts]
         return {
             "features": [f"{self.feature_view}:{f.name}" for f in fields],
             "entities": {self.entity_key: entities},

@@ -146,7 +146,7 @@ class PostgresSource:
                     if self._int_keys is None:
                         statement = await conn.prepare(sql)
                         self._int_keys = statement.get_parameters()[0].name in _INT_ARRAYS
-                    records = await conn.fetch(sql, self._key_values(texts))
+                    records: list[asyncpg.Record] = await conn.fetch(sql, self._key_values(texts))
                 except (asyncio.CancelledError, TimeoutError):
                     # Cut off mid-query (node timeout): a graceful release would wait for the server
                     # to acknowledge a cancel request (seconds on a hung store); drop the connection.
@@ -166,10 +166,10 @@ class PostgresSource:
                 raise DependencyUnavailable(f"feature source '{self.name}': query failed: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def _key_values(self, texts: list[str]) -> list[object]:
+    def _key_values(self, texts: list[str]) -> list[str] | list[int]:
         if not self._int_keys:
             return texts
-        values: list[object] = []
+        values: list[int] = []
         for text in texts:
             try:
                 values.append(int(text))

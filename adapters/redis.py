@@ -88,14 +88,16 @@ class RedisSource:
         if not keys or not fields:
             return builder.build()
         names = [f.name for f in fields]
-        with_ts = self.timestamp_field is not None and max_age_s is not None
-        if with_ts:
-            names.append(self.timestamp_field)  # type: ignore[arg-type]
+        ts_field = self.timestamp_field if max_age_s is not None else None
+        with_ts = ts_field is not None
+        if ts_field is not None:
+            names.append(ts_field)
         rows = await self._hmget_all([self.redis_key(k) for k in keys], names)
         n_fields = len(fields)
-        if not with_ts and all(isinstance(v, list) for v in rows):  # the common case: column by column
+        replies = [v for v in rows if isinstance(v, list)]
+        if not with_ts and len(replies) == len(rows):  # the common case: column by column
             for col in range(n_fields):
-                builder.put_column(col, [values[col] for values in rows])  # type: ignore[index]
+                builder.put_column(col, [values[col] for values in replies])
             return builder.build()
         for row, values in enumerate(rows):
             if isinstance(values, Exception):  # e.g. WRONGTYPE: this key is not a hash

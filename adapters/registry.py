@@ -22,7 +22,7 @@ import contextlib
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,7 +201,7 @@ def _parse_cache(raw: object, where: str, env: Mapping[str, str]) -> CacheConfig
 
 def build_source(config: SourceConfig) -> FeatureSource:
     """The source ``config`` describes, wrapped in its cache when it has one."""
-    constructors: dict[str, Any] = {
+    constructors: dict[str, Callable[..., FeatureSource]] = {
         "redis": RedisSource,
         "postgres": PostgresSource,
         "http": HttpSource,

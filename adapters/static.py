@@ -38,15 +38,18 @@ def read_records(path: Path) -> list[dict[str, object]]:
     if kind == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        rows: list[dict[str, object]] = pq.read_table(path).to_pylist()
+        return rows
     text = path.read_text(encoding="utf-8")
+    records: list[object]
     if kind == "json" and text.lstrip().startswith("["):
         records = json.loads(text)
     else:
         records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    if not all(isinstance(r, dict) for r in records):
+    objects = [r for r in records if isinstance(r, dict)]
+    if len(objects) != len(records):
         raise ValueError(f"{path}: every JSON record must be an object")
-    return records
+    return objects
 
 
 class StaticSource:
@@ -93,12 +96,12 @@ class StaticSource:
     ) -> FeatureBatch:
         check_fields(fields)
         builder = BatchBuilder(len(keys), fields)
-        check_age = max_age_s is not None and self.timestamp_column is not None
+        ts_column = self.timestamp_column if max_age_s is not None else None
         for row, key in enumerate(keys):
             record = self._rows.get(key_text(key))
             if record is None:
                 continue
-            if check_age and is_stale(record.get(self.timestamp_column), max_age_s):  # type: ignore[arg-type]
+            if ts_column is not None and is_stale(record.get(ts_column), max_age_s):
                 builder.mark_row(row, STALE)
                 continue
             builder.put_mapping(row, record)

@@ -9,14 +9,17 @@ the run — the report says so.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from engine.protocol.generated.inference import grpc_service_pb2 as pb
 
 NODE_SEPARATOR = "."
 
 
 def node_breakdown(
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
+    before: Mapping[str, pb.ModelStatistics] | None,
+    after: Mapping[str, pb.ModelStatistics] | None,
     graph: str,
     version: str,
     start_late_us: int = 0,
@@ -25,8 +28,8 @@ def node_breakdown(
     taken (the answers in between are missing from the deltas)."""
     if before is None or after is None:
         return None
-    rows = []
-    graph_row = None
+    rows: list[dict[str, Any]] = []
+    graph_row: dict[str, Any] | None = None
     for key, stats in after.items():
         name, stats_version = key.split("\0", 1)
         if version and stats_version != version:
@@ -52,28 +55,22 @@ def node_breakdown(
     return {"graph": graph_row, "nodes": rows, "start_late_us": start_late_us}
 
 
-def _delta(new: Any, old: Any) -> dict[str, Any]:
-    def d(path: str) -> int:
-        value_new = _get(new, path)
-        value_old = _get(old, path) if old is not None else 0
-        return max(0, value_new - value_old)
+def _delta(new: pb.ModelStatistics, old: pb.ModelStatistics | None) -> dict[str, Any]:
+    def d(counter: Callable[[pb.ModelStatistics], int]) -> int:
+        return max(0, counter(new) - (counter(old) if old is not None else 0))
 
-    calls = d("inference_stats.success.count")
-    success_ns = d("inference_stats.success.ns")
-    fails = d("inference_stats.fail.count")
+    calls = d(lambda s: s.inference_stats.success.count)
+    success_ns = d(lambda s: s.inference_stats.success.ns)
+    fails = d(lambda s: s.inference_stats.fail.count)
+    queue_ns = d(lambda s: s.inference_stats.queue.ns)
+    compute_ns = d(lambda s: s.inference_stats.compute_infer.ns)
     return {
         "calls": calls,
         "failures": fails,
-        "rows": d("inference_count"),
-        "executions": d("execution_count"),
+        "rows": d(lambda s: s.inference_count),
+        "executions": d(lambda s: s.execution_count),
         "success_ns": success_ns,
         "mean_us": round(success_ns / calls / 1000, 1) if calls else None,
-        "queue_mean_us": round(d("inference_stats.queue.ns") / calls / 1000, 1) if calls else None,
-        "compute_mean_us": round(d("inference_stats.compute_infer.ns") / calls / 1000, 1) if calls else None,
+        "queue_mean_us": round(queue_ns / calls / 1000, 1) if calls else None,
+        "compute_mean_us": round(compute_ns / calls / 1000, 1) if calls else None,
     }
-
-
-def _get(message: Any, path: str) -> int:
-    for part in path.split("."):
-        message = getattr(message, part)
-    return int(message)

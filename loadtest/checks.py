@@ -20,11 +20,13 @@ from loadtest.units import format_ms
 
 @dataclass(frozen=True)
 class Check:
+    """One judged assertion: its name, pass or fail, a sentence saying why, and the numbers compared."""
+
     name: str
     ok: bool
     message: str
-    observed: Any = None
-    bound: Any = None
+    observed: object = None  # JSON-ready: a number, a dict of numbers or None
+    bound: object = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

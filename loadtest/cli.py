@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _overrides(sla: Sla, args: Any) -> Sla:
+def _overrides(sla: Sla, args: argparse.Namespace) -> Sla:
     if getattr(args, "url", None):
         sla = replace(sla, target=replace(sla.target, url=args.url))
     if getattr(args, "processes", None):
@@ -121,7 +121,7 @@ def _capacity(prepared: Prepared, out: Path, plots: bool, quiet: bool) -> int:
     return PASS if found.best else FAIL
 
 
-def _write(report: dict, out: Path, plots: bool) -> None:
+def _write(report: dict[str, Any], out: Path, plots: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(report, out / "report.json")
     pngs: list[Path] = []
@@ -132,7 +132,7 @@ def _write(report: dict, out: Path, plots: bool) -> None:
     (out / "summary.md").write_text(markdown(report, [str(p) for p in pngs]))
 
 
-def _print_verdict(name: str, verdict: str, checks: list[Check], report: dict, out: Path) -> None:
+def _print_verdict(name: str, verdict: str, checks: list[Check], report: dict[str, Any], out: Path) -> None:
     s = report["summary"]
     print(
         f"\n{name}: {verdict.upper()}  ({s['requests']} requests, achieved {s['achieved_rate']:.1f}/s "

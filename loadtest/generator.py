@@ -24,17 +24,54 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, TypedDict
 
 import grpc
 import numpy as np
+from hdrh.histogram import HdrHistogram
 
 from loadtest import histograms
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 CLIENT_ERROR = "CLIENT_ERROR"  # the call failed inside the client library, not with a status
+# the pre-encoded ModelInferRequest in, the undecoded response out
+InferCall = grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
+
+
+class WindowExport(TypedDict):
+    """One window as sent to the parent: histograms in their compressed encoding."""
+
+    ok: bytes
+    all: bytes
+    outcomes: dict[str, int]
+    sent: int
+    completed_ok: int
+    completed_error: int
+    lag_max_us: int
+
+
+class RecorderExport(TypedDict):
+    """Everything a process measured, sent once with ``("done", index, export)``."""
+
+    windows: dict[int, WindowExport]
+    lag: bytes
+    from_send: bytes
+    late: int
+
+
+class ProgressSnapshot(TypedDict):
+    """What a process saw since its previous ``("progress", index, snapshot)`` message."""
+
+    seconds: float
+    sent: int
+    ok: int
+    errors: int
+    in_flight: int
+    lag_max_us: int
+    latency: bytes
 
 
 @dataclass(frozen=True)
@@ -53,15 +90,15 @@ class WorkerPlan:
 
 @dataclass
 class Window:
-    ok: Any = field(default_factory=histograms.new)  # latency of OK requests intended here
-    all: Any = field(default_factory=histograms.new)  # latency of every request intended here
-    outcomes: Counter = field(default_factory=Counter)  # status name → count, by intended time
+    ok: HdrHistogram = field(default_factory=histograms.new)  # latency of OK requests intended here
+    all: HdrHistogram = field(default_factory=histograms.new)  # latency of every request intended here
+    outcomes: Counter[str] = field(default_factory=Counter)  # status name → count, by intended time
     sent: int = 0  # calls started in this window
     completed_ok: int = 0  # OK answers that arrived in this window
     completed_error: int = 0
     lag_max_us: int = 0  # worst send lag of requests intended here
 
-    def export(self) -> dict[str, Any]:
+    def export(self) -> WindowExport:
         return {
             "ok": histograms.encode(self.ok),
             "all": histograms.encode(self.all),
@@ -125,9 +162,9 @@ class Recorder:
             finished.completed_error += 1
             self.interval_errors += 1
 
-    def progress(self, in_flight: int) -> dict[str, Any]:
+    def progress(self, in_flight: int) -> ProgressSnapshot:
         now = time.monotonic()
-        snapshot = {
+        snapshot: ProgressSnapshot = {
             "seconds": now - self.interval_since,
             "sent": self.interval_sent,
             "ok": self.interval_ok,
@@ -141,7 +178,7 @@ class Recorder:
         self.interval_sent = self.interval_ok = self.interval_errors = self.interval_lag_max_us = 0
         return snapshot
 
-    def export(self) -> dict[str, Any]:
+    def export(self) -> RecorderExport:
         return {
             "windows": {k: w.export() for k, w in self.windows.items()},
             "lag": histograms.encode(self.lag),
@@ -152,6 +189,7 @@ class Recorder:
 
 def worker_main(plan: WorkerPlan, conn: Connection) -> None:
     """Process entry point: connect, report ready, wait for the start instant, run, send results."""
+    runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop
 
@@ -171,7 +209,7 @@ async def _run(plan: WorkerPlan, conn: Connection) -> None:
     options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
     async with grpc.aio.insecure_channel(plan.url, options=options) as channel:
         await asyncio.wait_for(channel.channel_ready(), timeout=10)
-        call = channel.unary_unary(METHOD)  # bytes in, bytes out: nothing is parsed on the hot path
+        call: InferCall = channel.unary_unary(METHOD)  # bytes in, bytes out: nothing parsed on the hot path
         conn.send(("ready", plan.index, None))
         start_ns = await loop.run_in_executor(None, conn.recv)
         recorder = Recorder(plan.warmup_ns, plan.window_ns)
@@ -179,13 +217,15 @@ async def _run(plan: WorkerPlan, conn: Connection) -> None:
         conn.send(("done", plan.index, recorder.export()))
 
 
-async def _drive(plan: WorkerPlan, call: Any, start_ns: int, recorder: Recorder, conn: Connection) -> None:
+async def _drive(
+    plan: WorkerPlan, call: InferCall, start_ns: int, recorder: Recorder, conn: Connection
+) -> None:
     payloads, n_payloads, timeout = plan.payloads, len(plan.payloads), plan.timeout_s
     offsets: list[int] = plan.offsets_ns.tolist()
     arrivals: list[int] = plan.arrivals.tolist()
     in_flight = 0
     slot_free = asyncio.Event()
-    tasks: set[asyncio.Task] = set()
+    tasks: set[asyncio.Task[None]] = set()
 
     async def one(arrival: int, intended: int) -> None:
         nonlocal in_flight

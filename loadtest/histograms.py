@@ -28,14 +28,15 @@ def record(histogram: HdrHistogram, value_us: int) -> None:
 
 
 def encode(histogram: HdrHistogram) -> bytes:
-    return histogram.encode()
+    encoded: bytes = histogram.encode()  # base64 text of the compressed V2 encoding
+    return encoded
 
 
-def decode(encoded: bytes) -> HdrHistogram:
+def decode(encoded: bytes | str) -> HdrHistogram:
     return HdrHistogram.decode(encoded)
 
 
-def add(target: HdrHistogram, other: HdrHistogram | bytes) -> None:
+def add(target: HdrHistogram, other: HdrHistogram | bytes | str) -> None:
     """Add ``other`` (a histogram or its encoding) into ``target``.
 
     Empty histograms are skipped: hdrhistogram's ``add`` of an empty histogram
@@ -47,7 +48,7 @@ def add(target: HdrHistogram, other: HdrHistogram | bytes) -> None:
         target.add(other)
 
 
-def merge(histograms: Iterable[HdrHistogram | bytes]) -> HdrHistogram:
+def merge(histograms: Iterable[HdrHistogram | bytes | str]) -> HdrHistogram:
     merged = new()
     for h in histograms:
         add(merged, h)
@@ -77,7 +78,7 @@ def spectrum(histogram: HdrHistogram) -> list[tuple[float, float]]:
     """(percentile, value µs) pairs for a percentile-distribution plot, ticks halving towards 100."""
     if histogram.get_total_count() == 0:
         return []
-    points = []
+    points: list[tuple[float, float]] = []
     for item in histogram.get_percentile_iterator(5):
         points.append((float(item.percentile_level_iterated_to), float(item.value_iterated_to)))
     return points

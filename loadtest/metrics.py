@@ -140,8 +140,10 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | 
     return buckets[-1][0]
 
 
-def _judge(label: str, bounds: dict[str, float], measured: dict[str, float], observed: dict) -> MetricResult:
-    broken = []
+def _judge(
+    label: str, bounds: dict[str, float], measured: dict[str, float], observed: dict[str, Any]
+) -> MetricResult:
+    broken: list[str] = []
     for key, bound in bounds.items():
         value = measured[key]
         ok = value <= bound if key.startswith("max") else value >= bound

@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.ticker import FixedLocator, FuncFormatter
 
 
@@ -29,13 +30,13 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     return [p for p in paths if p is not None]
 
 
-def _shade_warmup(ax: Any, timeline: list[dict]) -> None:
+def _shade_warmup(ax: Axes, timeline: list[dict[str, Any]]) -> None:
     warm = [row["t_s"] for row in timeline if row["phase"] == "warmup"]
     if warm:
         ax.axvspan(min(warm), 0, color="0.9", label="warm-up")
 
 
-def _latency_over_time(report: dict, path: Path) -> Path:
+def _latency_over_time(report: dict[str, Any], path: Path) -> Path:
     timeline = report["timeline"]
     fig, ax = plt.subplots(figsize=(10, 4.5))
     _shade_warmup(ax, timeline)
@@ -65,7 +66,7 @@ def _latency_over_time(report: dict, path: Path) -> Path:
     return path
 
 
-def _distribution(report: dict, path: Path) -> Path:
+def _distribution(report: dict[str, Any], path: Path) -> Path:
     points = [(p["percentile"], p["latency_us"]) for p in report["distribution"] if p["percentile"] < 100]
     fig, ax = plt.subplots(figsize=(10, 4.5))
     if points:
@@ -91,7 +92,7 @@ def _distribution(report: dict, path: Path) -> Path:
     return path
 
 
-def _rate(report: dict, path: Path) -> Path:
+def _rate(report: dict[str, Any], path: Path) -> Path:
     timeline = report["timeline"]
     fig, ax = plt.subplots(figsize=(10, 4.5))
     _shade_warmup(ax, timeline)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TextIO
+from typing import TextIO
 
 from loadtest import histograms
+from loadtest.generator import ProgressSnapshot
 from loadtest.schedule import Schedule
 from loadtest.units import format_ms
 
 
 class Progress:
+    """The live progress line of one run, fed by the workers' snapshots and redrawn by ``tick``."""
+
     def __init__(self, stream: TextIO | None = None, label: str = "") -> None:
         self.stream = stream or sys.stderr
         self.label = label
@@ -42,7 +45,7 @@ class Progress:
         self._reset()
         self.last_print = time.monotonic()
 
-    def update(self, worker: int, snapshot: dict[str, Any]) -> None:
+    def update(self, worker: int, snapshot: ProgressSnapshot) -> None:
         self.snapshots += 1
         self.seconds += snapshot["seconds"]
         self.sent += snapshot["sent"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def build_report(prepared: Prepared, load: Load, result: RunResult, checks: list
 
 
 def _timeline(result: RunResult) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for w in result.windows:
         t = w.index * WINDOW_S
         scheduled_t = t + result.schedule.warmup_ns / 1e9 + WINDOW_S / 2
@@ -113,7 +114,7 @@ def write_json(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def markdown(report: dict[str, Any], plots: list[str] = ()) -> str:  # type: ignore[assignment]
+def markdown(report: dict[str, Any], plots: Sequence[str] = ()) -> str:
     s = report["summary"]
     g = report["generator"]
     t = report["target"]
@@ -173,7 +174,7 @@ def markdown(report: dict[str, Any], plots: list[str] = ()) -> str:  # type: ign
     return "\n".join(lines)
 
 
-def _latency_table(ok: dict, all_: dict, from_send: dict) -> str:
+def _latency_table(ok: dict[str, Any], all_: dict[str, Any], from_send: dict[str, Any]) -> str:
     keys = [k for k in ok if k.startswith("p")]
     head = "| requests | count | " + " | ".join(k.removesuffix("_us") for k in keys) + " | max |"
     rule = "|---|---:|" + "---:|" * (len(keys) + 1)
@@ -190,7 +191,7 @@ def _latency_table(ok: dict, all_: dict, from_send: dict) -> str:
     return "\n".join([head, rule, *rows])
 
 
-def _nodes(nodes: dict) -> list[str]:
+def _nodes(nodes: dict[str, Any]) -> list[str]:
     lines = [
         "## Per node (server-side ModelStatistics, delta over the measurement)",
         "",
@@ -220,7 +221,7 @@ def _nodes(nodes: dict) -> list[str]:
     return lines
 
 
-def _capacity(capacity: dict) -> list[str]:
+def _capacity(capacity: dict[str, Any]) -> list[str]:
     best = capacity.get("capacity_rate")
     lines = [
         "## Capacity search",

@@ -15,13 +15,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from multiprocessing.process import BaseProcess
 
 from hdrh.histogram import HdrHistogram
 
 from engine.protocol.generated.inference import grpc_service_pb2 as pb
 from loadtest import histograms
-from loadtest.generator import WorkerPlan, worker_main
+from loadtest.generator import RecorderExport, WorkerPlan, worker_main
 from loadtest.metrics import MetricsError, Samples, scrape
 from loadtest.progress import Progress
 from loadtest.schedule import Schedule, build_schedule
@@ -30,6 +30,8 @@ from loadtest.sources import RequestPool, SourceError, build_pool
 from loadtest.target import TargetClient
 
 WINDOW_S = 1.0
+Worker = tuple[BaseProcess, Connection]  # a generator process and the parent's end of its pipe
+Statistics = dict[str, pb.ModelStatistics]  # ModelStatistics entries keyed by "name\0version"
 
 
 class RunError(Exception):
@@ -48,7 +50,7 @@ class MergedWindow:
     index: int
     ok: HdrHistogram = field(default_factory=histograms.new)
     all: HdrHistogram = field(default_factory=histograms.new)
-    outcomes: Counter = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
     sent: int = 0
     completed_ok: int = 0
     completed_error: int = 0
@@ -65,12 +67,12 @@ class RunResult:
     lag: HdrHistogram
     from_send: HdrHistogram
     late: int
-    outcomes: Counter
+    outcomes: Counter[str]
     sent_in_period: int
     completed_ok_in_period: int
     wall_s: float
-    stats_before: dict[str, Any] | None = None
-    stats_after: dict[str, Any] | None = None
+    stats_before: Statistics | None = None
+    stats_after: Statistics | None = None
     stats_before_late_ns: int = 0  # how long after the warm-up ended the start snapshot was taken
     metrics_before: Samples | None = None
     metrics_after: Samples | None = None
@@ -109,7 +111,7 @@ def run_load(prepared: Prepared, load: Load, progress: Progress | None = None) -
     sla = prepared.sla
     schedule = build_schedule(load)
     context = multiprocessing.get_context("spawn")  # never fork a process that holds gRPC state
-    workers = []
+    workers: list[Worker] = []
     for index, (arrivals, offsets) in enumerate(schedule.split(load.processes)):
         parent_end, child_end = context.Pipe()
         plan = WorkerPlan(
@@ -123,7 +125,7 @@ def run_load(prepared: Prepared, load: Load, progress: Progress | None = None) -
             timeout_s=sla.target.timeout_s,
             max_in_flight=max(1, load.max_in_flight // load.processes),
         )
-        process = context.Process(
+        process: BaseProcess = context.Process(
             target=worker_main, args=(plan, child_end), name=f"loadtest-{index}", daemon=True
         )
         process.start()
@@ -140,7 +142,7 @@ def run_load(prepared: Prepared, load: Load, progress: Progress | None = None) -
 
 
 def _supervise(
-    sla: Sla, load: Load, schedule: Schedule, workers: list, progress: Progress | None
+    sla: Sla, load: Load, schedule: Schedule, workers: list[Worker], progress: Progress | None
 ) -> RunResult:
     conns: list[Connection] = [conn for _, conn in workers]
     _await_ready(workers)
@@ -159,7 +161,7 @@ def _supervise(
         completed_ok_in_period=0,
         wall_s=0.0,
     )
-    exports: dict[int, dict] = {}
+    exports: dict[int, RecorderExport] = {}
     try:
         if schedule.warmup_ns == 0:
             _snapshot_before(sla, client, result)
@@ -178,7 +180,7 @@ def _supervise(
                     _snapshot_before(sla, client, result, measure_at)
                 else:  # wake up when the warm-up ends, so the start snapshot is punctual
                     poll_s = min(poll_s, (measure_at - now) / 1e9)
-            for conn in wait(open_conns, timeout=poll_s):
+            for conn in _readable(open_conns, poll_s):
                 try:
                     kind, index, payload = conn.recv()
                 except EOFError:
@@ -210,13 +212,18 @@ def _supervise(
     return result
 
 
-def _await_ready(workers: list, timeout_s: float = 60.0) -> None:
+def _readable(conns: list[Connection], timeout_s: float) -> list[Connection]:
+    """The pipes among ``conns`` with a message (or EOF) waiting, after at most ``timeout_s``."""
+    return [conn for conn in wait(conns, timeout=timeout_s) if isinstance(conn, Connection)]
+
+
+def _await_ready(workers: list[Worker], timeout_s: float = 60.0) -> None:
     pending = {conn: process for process, conn in workers}
     deadline = time.monotonic() + timeout_s
     while pending:
         if time.monotonic() > deadline:
             raise RunError(f"generator processes did not connect within {timeout_s:g} s")
-        for conn in wait(list(pending), timeout=0.5):
+        for conn in _readable(list(pending), 0.5):
             try:
                 kind, index, payload = conn.recv()
             except EOFError:
@@ -243,21 +250,21 @@ def _scrape(url: str) -> Samples:
         raise RunError(str(exc)) from exc
 
 
-def _merge(result: RunResult, exports: dict[int, dict]) -> None:
+def _merge(result: RunResult, exports: dict[int, RecorderExport]) -> None:
     windows: dict[int, MergedWindow] = {}
     for export in exports.values():
         histograms.add(result.lag, export["lag"])
         histograms.add(result.from_send, export["from_send"])
         result.late += export["late"]
-        for k, w in export["windows"].items():
+        for k, part in export["windows"].items():
             merged = windows.setdefault(k, MergedWindow(k))
-            histograms.add(merged.ok, w["ok"])
-            histograms.add(merged.all, w["all"])
-            merged.outcomes.update(w["outcomes"])
-            merged.sent += w["sent"]
-            merged.completed_ok += w["completed_ok"]
-            merged.completed_error += w["completed_error"]
-            merged.lag_max_us = max(merged.lag_max_us, w["lag_max_us"])
+            histograms.add(merged.ok, part["ok"])
+            histograms.add(merged.all, part["all"])
+            merged.outcomes.update(part["outcomes"])
+            merged.sent += part["sent"]
+            merged.completed_ok += part["completed_ok"]
+            merged.completed_error += part["completed_error"]
+            merged.lag_max_us = max(merged.lag_max_us, part["lag_max_us"])
     n_measured = math.ceil(result.duration_s / WINDOW_S - 1e-9)
     first = min(windows, default=0)
     last = max(max(windows, default=0), n_measured - 1)

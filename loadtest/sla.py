@@ -8,9 +8,10 @@ prints it and exits 2. The full format is documented in ``docs/loadtest.md``.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import yaml
 
@@ -37,6 +38,9 @@ STATUS_CODES = (
     "UNAUTHENTICATED",
 )
 METRIC_BOUNDS = ("max_increase", "min_increase", "max", "min", "max_rate", "max_ratio", "min_ratio")
+
+_Parsed = TypeVar("_Parsed")
+_Default = TypeVar("_Default")
 
 
 class SlaError(Exception):
@@ -168,7 +172,18 @@ class _Reader:
                 self.problem(_join(path, str(key)), f"unknown key{hint}")
         return value
 
-    def convert(self, path: str, value: Any, parse: Any, default: Any = None) -> Any:
+    @overload
+    def convert(self, path: str, value: object, parse: Callable[[Any], _Parsed]) -> _Parsed | None: ...
+
+    @overload
+    def convert(
+        self, path: str, value: object, parse: Callable[[Any], _Parsed], default: _Default
+    ) -> _Parsed | _Default: ...
+
+    def convert(
+        self, path: str, value: object, parse: Callable[[Any], object], default: object = None
+    ) -> object:
+        """``parse(value)``; ``default`` when the key is absent or (recorded as a problem) invalid."""
         if value is None:
             return default
         try:
@@ -199,18 +214,14 @@ def parse_sla(raw: Any, base_dir: Path = Path("."), source: str = "SLA") -> Sla:
     if raw is not None and not isinstance(raw, dict):
         raise SlaError(r.problems, source)
     target = _target(r, top.get("target"))
-    sla = Sla(
-        name=str(top.get("name") or (target.graph if target else "sla")),
-        target=target,  # type: ignore[arg-type]
-        source=_source(r, top.get("source"), base_dir),
-        load=_load(r, top.get("load")),
-        assertions=_assertions(r, top.get("assertions"), target),
-        capacity=_capacity(r, top.get("capacity")),
-        base_dir=base_dir,
-    )
-    if r.problems:
+    name = str(top.get("name") or (target.graph if target else "sla"))
+    requests = _source(r, top.get("source"), base_dir)
+    load = _load(r, top.get("load"))
+    assertions = _assertions(r, top.get("assertions"), target)
+    capacity = _capacity(r, top.get("capacity"))
+    if r.problems or target is None:  # no target is always a problem
         raise SlaError(r.problems, source)
-    return sla
+    return Sla(name, target, requests, load, assertions, capacity, base_dir)
 
 
 def _target(r: _Reader, raw: Any) -> Target | None:
@@ -341,10 +352,10 @@ def _load(r: _Reader, raw: Any) -> Load:
             start = end = r.convert(f"{path}.rate", s["rate"], units.rate, 0.0)
         elif "to" in s:
             end = r.convert(f"{path}.to", s["to"], units.rate, 0.0)
-            start = r.convert(f"{path}.from", s.get("from"), units.rate, previous)
-            if start is None:
+            begin = r.convert(f"{path}.from", s.get("from"), units.rate, previous)
+            if begin is None:
                 r.problem(f"{path}.from", "required for a first stage that ramps")
-                start = 0.0
+            start = 0.0 if begin is None else begin
         else:
             r.problem(path, "give rate (constant) or to (ramp, optionally from)")
             start = end = 0.0

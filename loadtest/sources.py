@@ -19,8 +19,8 @@ from __future__ import annotations
 import base64
 import json
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -28,6 +28,8 @@ from engine.protocol.generated.inference import grpc_service_pb2 as pb
 from loadtest.sla import InputGenerator, Source
 
 REQUEST_LOG_SCHEMA = "engine.request/1"
+Tensor = tuple[str, np.ndarray]  # (V2 datatype name, array)
+BytesTree = bytes | list["BytesTree"]  # a BYTES tensor's elements, nested as its shape
 NUMPY_TYPES = {
     "BOOL": np.bool_,
     "UINT8": np.uint8,
@@ -91,7 +93,7 @@ def _shape_fits(shape: tuple[int, ...], declared: tuple[int, ...]) -> bool:
 
 
 def _draw(
-    rng: np.random.Generator, gen: InputGenerator, datatype: str, shape: tuple, name: str
+    rng: np.random.Generator, gen: InputGenerator, datatype: str, shape: tuple[int, ...], name: str
 ) -> np.ndarray:
     kind, args = gen.kind, gen.args
     if datatype == "BYTES":
@@ -124,6 +126,7 @@ def _draw(
             kind, args = "int", [0, 100]
         else:
             kind, args = "uniform", [0.0, 1.0]
+    values: np.ndarray
     if kind == "uniform":
         values = rng.uniform(args[0], args[1], size=shape)
     elif kind == "int":
@@ -175,7 +178,7 @@ def _replayed(source: Source, graph: str, version: str, metadata: pb.ModelMetada
     return RequestPool(payloads, f"{len(payloads)} {kind} from {source.path}", skipped)
 
 
-def _tensor(where: str, name: str, raw: Any) -> tuple[str, np.ndarray]:
+def _tensor(where: str, name: str, raw: object) -> Tensor:
     if not isinstance(raw, dict) or "datatype" not in raw or "data" not in raw:
         raise SourceError(f"{where}: input '{name}' needs datatype, shape and data")
     datatype = str(raw["datatype"])
@@ -193,7 +196,7 @@ def _tensor(where: str, name: str, raw: Any) -> tuple[str, np.ndarray]:
     return datatype, array
 
 
-def _bytes_tree(value: Any) -> Any:
+def _bytes_tree(value: object) -> BytesTree:
     if isinstance(value, list):
         return [_bytes_tree(v) for v in value]
     if isinstance(value, dict) and "b64" in value:
@@ -203,7 +206,12 @@ def _bytes_tree(value: Any) -> Any:
     raise ValueError(f"BYTES elements are strings or {{'b64': ...}}, got {value!r}")
 
 
-def _check_against(where: str, tensors: dict, declared: dict, graph: str) -> None:
+def _check_against(
+    where: str,
+    tensors: Mapping[str, Tensor],
+    declared: Mapping[str, pb.ModelMetadataResponse.TensorMetadata],
+    graph: str,
+) -> None:
     missing = sorted(set(declared) - set(tensors))
     extra = sorted(set(tensors) - set(declared))
     if missing or extra:
@@ -225,7 +233,7 @@ def _check_against(where: str, tensors: dict, declared: dict, graph: str) -> Non
 
 
 # -- encoding ----------------------------------------------------------------------------------
-def encode_request(graph: str, version: str, tensors: dict[str, tuple[str, np.ndarray]]) -> bytes:
+def encode_request(graph: str, version: str, tensors: Mapping[str, Tensor]) -> bytes:
     request = pb.ModelInferRequest(model_name=graph, model_version=version)
     for name, (datatype, array) in tensors.items():
         request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))

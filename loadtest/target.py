@@ -8,7 +8,10 @@ breakdown.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import grpc
+from google.protobuf.message import Message
 
 from engine.protocol.generated.inference import grpc_service_pb2 as pb
 
@@ -16,12 +19,16 @@ SERVICE = "/inference.GRPCInferenceService/"
 # codes that mean "your request or target is wrong", not "the server is slow or failing"
 MISCONFIGURED = {"INVALID_ARGUMENT", "NOT_FOUND", "UNIMPLEMENTED", "UNAUTHENTICATED", "PERMISSION_DENIED"}
 
+_Response = TypeVar("_Response", bound=Message)
+
 
 class TargetError(Exception):
     """The target cannot be used as configured (unreachable, unknown graph, rejects our requests)."""
 
 
 class TargetClient:
+    """A blocking gRPC channel to the server under test, for the few calls made outside the load."""
+
     def __init__(self, url: str, timeout_s: float = 10.0) -> None:
         self.url = url
         self.timeout_s = timeout_s
@@ -38,8 +45,8 @@ class TargetClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, request, response_type):  # type: ignore[no-untyped-def]
-        stub = self._channel.unary_unary(
+    def _call(self, method: str, request: Message, response_type: type[_Response]) -> _Response:
+        stub: grpc.UnaryUnaryMultiCallable[Message, _Response] = self._channel.unary_unary(
             SERVICE + method,
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=response_type.FromString,
@@ -69,7 +76,7 @@ class TargetClient:
 
     def preflight(self, payload: bytes) -> str | None:
         """Send one request; the error text when the server rejects it as malformed, else None."""
-        stub = self._channel.unary_unary(SERVICE + "ModelInfer")
+        stub: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(SERVICE + "ModelInfer")
         try:
             stub(payload, timeout=self.timeout_s)
         except grpc.RpcError as exc:
