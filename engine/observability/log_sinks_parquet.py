@@ -60,7 +60,7 @@ def write_parquet(records: Iterable[Mapping[str, Any]], path: str | Path, compre
     partial = target.with_name(target.name + ".tmp")
     pa.parquet.write_table(table, partial, compression=compression)
     os.replace(partial, target)
-    return table.num_rows
+    return int(table.num_rows)
 
 
 class ParquetSink:

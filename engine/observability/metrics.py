@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from http.server import ThreadingHTTPServer
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -188,7 +188,7 @@ class MetricsServer:
         if process:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-import numpy as np
-
-from engine.interfaces import Observer
+from engine.interfaces import Observer, RequestOutcome
 from engine.observability.request_log import NodeEventLog, RequestLog
 from engine.observability.request_record import build_record
 from engine.shadow.outcome import RequestShadows
@@ -33,40 +32,24 @@ class Recorder:
         self.build_errors = 0
         self._waiting: set[asyncio.Task[None]] = set()  # records waiting for their shadows
 
-    def observer(self, forward: Observer | None) -> Observer:
+    def observer(self, forward: Observer | None) -> NodeEventLog:
         return NodeEventLog(forward)
 
-    def record(
-        self,
-        *,
-        policy: object,
-        reason: str,
-        request_id: str,
-        trace_id: str,
-        graph: str,
-        version: str,
-        models: dict[str, str],
-        inputs: dict[str, np.ndarray],
-        outputs: dict[str, np.ndarray],
-        observer: Observer | None,
-        status: str,
-        error: str,
-        latency_us: int,
-        time_ns: int,
-        shadows: object | None = None,
-    ) -> None:
+    def record(self, outcome: RequestOutcome) -> None:
         """Queue the record's construction after the current callback: the response goes first.
 
         With shadows still running, the record is built when they settle (at most ``shadow_wait_s``;
         those still running then are written as ``unsettled``)."""
-        events = observer.events if isinstance(observer, NodeEventLog) else ()
-        fields = dict(
-            request_id=request_id, trace_id=trace_id, graph=graph, version=version, models=models,
-            inputs=inputs, outputs=outputs, events=events, status=status, error=error,
-            latency_us=latency_us, policy=policy, sampled_because=reason, hash_key=self.hash_key,
-            time_ns=time_ns,
+        fields: dict[str, Any] = dict(
+            request_id=outcome.request_id, trace_id=outcome.trace_id, graph=outcome.graph,
+            version=outcome.version, models=outcome.models, inputs=outcome.inputs, outputs=outcome.outputs,
+            events=outcome.events, status=outcome.status, error=outcome.error,
+            latency_us=outcome.latency_us, policy=outcome.policy, sampled_because=outcome.reason,
+            hash_key=self.hash_key, time_ns=outcome.time_ns,
         )  # fmt: skip
-        if isinstance(shadows, RequestShadows) and (shadows.pending or reason == "shadow_disagreement"):
+        shadows = outcome.shadows
+        waits = outcome.reason == "shadow_disagreement"
+        if isinstance(shadows, RequestShadows) and (shadows.pending or waits):
             task = asyncio.get_running_loop().create_task(self._after_shadows(fields, shadows))
             self._waiting.add(task)
             task.add_done_callback(self._waiting.discard)
@@ -75,7 +58,7 @@ class Recorder:
             fields["shadows"] = dict(shadows.outcomes)
         asyncio.get_running_loop().call_soon(self._build_and_submit, fields)
 
-    async def _after_shadows(self, fields: dict, shadows: RequestShadows) -> None:  # type: ignore[type-arg]
+    async def _after_shadows(self, fields: dict[str, Any], shadows: RequestShadows) -> None:
         try:
             fields["shadows"] = await shadows.settled(self.shadow_wait_s)
         except asyncio.CancelledError:
@@ -89,7 +72,7 @@ class Recorder:
         if self._waiting:
             await asyncio.wait(set(self._waiting), timeout=timeout_s)
 
-    def _build_and_submit(self, fields: dict) -> None:  # type: ignore[type-arg]
+    def _build_and_submit(self, fields: dict[str, Any]) -> None:
         try:
             record = build_record(**fields)
         except Exception:  # a record we cannot build is counted, never raised into serving
