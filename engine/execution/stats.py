@@ -10,9 +10,12 @@ Prometheus text when scraped.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from bisect import bisect_left
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -143,3 +146,83 @@ class GraphStats:
         self.inference_count += rows
         self.execution_count += 1
         self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def to_state(self) -> dict[str, Any]:
+        """Every counter as JSON-able plain data (``from_state`` reads it back): what a worker ships."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any]) -> GraphStats:
+        return cls(
+            name=str(data["name"]),
+            version=str(data["version"]),
+            nodes={name: _node(node) for name, node in data["nodes"].items()},
+            by_code={
+                code: Histogram(list(h["counts"]), int(h["sum_ns"])) for code, h in data["by_code"].items()
+            },
+            inference_count=int(data["inference_count"]),
+            execution_count=int(data["execution_count"]),
+            last_inference_ms=int(data["last_inference_ms"]),
+            **{k: Duration(**data[k]) for k in _GRAPH_DURATIONS},
+        )
+
+
+_GRAPH_DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+_NODE_DURATIONS = ("success", "fail", "queue")
+
+
+def _node(data: Mapping[str, Any]) -> NodeStats:
+    sizes = data["batch_sizes"]
+    return NodeStats(
+        name=str(data["name"]),
+        kind=str(data["kind"]),
+        latency=Histogram(list(data["latency"]["counts"]), int(data["latency"]["sum_ns"])),
+        rows=int(data["rows"]),
+        batch_sizes=None if sizes is None else list(sizes),
+        batch_rows=int(data["batch_rows"]),
+        last_inference_ms=int(data["last_inference_ms"]),
+        feature_values=list(data["feature_values"]),
+        **{k: Duration(**data[k]) for k in _NODE_DURATIONS},
+    )
+
+
+def _add_duration(into: Duration, other: Duration) -> None:
+    into.count += other.count
+    into.ns += other.ns
+
+
+def _add_histogram(into: Histogram, other: Histogram) -> None:
+    into.counts = [a + b for a, b in zip(into.counts, other.counts, strict=True)]
+    into.sum_ns += other.sum_ns
+
+
+def _add_node(into: NodeStats, other: NodeStats) -> None:
+    for key in _NODE_DURATIONS:
+        _add_duration(getattr(into, key), getattr(other, key))
+    _add_histogram(into.latency, other.latency)
+    into.rows += other.rows
+    if other.batch_sizes is not None:
+        mine = into.batch_sizes or [0] * len(other.batch_sizes)
+        into.batch_sizes = [a + b for a, b in zip(mine, other.batch_sizes, strict=True)]
+    into.batch_rows += other.batch_rows
+    into.last_inference_ms = max(into.last_inference_ms, other.last_inference_ms)
+    into.feature_values = [a + b for a, b in zip(into.feature_values, other.feature_values, strict=True)]
+
+
+def merge_stats(parts: Sequence[GraphStats]) -> GraphStats:
+    """The counters of one graph version over several workers, summed (the newest last times)."""
+    first = parts[0]
+    merged = GraphStats.from_state(first.to_state())
+    for other in parts[1:]:
+        if (other.name, other.version) != (first.name, first.version):
+            raise ValueError(f"cannot merge {other.name} {other.version} into {first.name} {first.version}")
+        for key in _GRAPH_DURATIONS:
+            _add_duration(getattr(merged, key), getattr(other, key))
+        for code, histogram in other.by_code.items():
+            _add_histogram(merged.by_code.setdefault(code, Histogram()), histogram)
+        for name, node in other.nodes.items():
+            _add_node(merged.node(name, node.kind), node)
+        merged.inference_count += other.inference_count
+        merged.execution_count += other.execution_count
+        merged.last_inference_ms = max(merged.last_inference_ms, other.last_inference_ms)
+    return merged

@@ -5,6 +5,8 @@ over rows; a few numpy calls per output) and returns each output's
 ``Verdict``. ``count`` records an outcome that has nothing to compare (error,
 timeout, shed, …). Both run on the event loop only: no locks. ``snapshot`` and
 ``ShadowComparisons.report`` turn the running numbers into a ``ShadowReport``.
+``state`` / ``absorb`` carry the running numbers between workers as plain data
+(``engine.shadow.merge``).
 
 Which outputs are compared: those ``compare:`` names; when it names none, every
 output both sides return, with ``rules.default_rule`` for its dtype.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -135,6 +138,47 @@ class ShadowComparison:
             self._counts[status] += n
         self.last_error = self.last_error or other.last_error
 
+    def state(self) -> dict[str, Any]:
+        """This comparison's running numbers as JSON-able plain data (``absorb`` reads it)."""
+        return {
+            "graph": self.config.graph,
+            "shadow": self.config.shadow,
+            "target": self.config.target,
+            "counts": dict(self._counts),
+            "latency": [h.state() for h in (self._live_us, self._shadow_us, self._diff_us)],
+            "outputs": {
+                name: {
+                    "rule": out.comparator.rule.to_json(),
+                    "missing": out.missing,
+                    "mismatched": out.mismatched,
+                    "numbers": out.comparator.state(),
+                }
+                for name, out in self._outputs.items()
+            },
+            "last_error": self.last_error,
+        }
+
+    def absorb(self, state: Mapping[str, Any]) -> None:
+        """Add the numbers of another comparison of the same (graph, shadow); ValueError when
+        an output is compared by another rule there."""
+        for status, n in state["counts"].items():
+            self._counts[status] += int(n)
+        for histogram, part in zip(
+            (self._live_us, self._shadow_us, self._diff_us), state["latency"], strict=True
+        ):
+            histogram.absorb_state(part)
+        for name, data in state["outputs"].items():
+            rule = CompareRule.from_json(data["rule"])
+            out = self._outputs.get(name)
+            if out is None:
+                out = self._outputs[name] = _Output(rule)
+            elif out.comparator.rule != rule:
+                raise ValueError(f"output {name} is compared by another rule on another worker")
+            out.missing += int(data["missing"])
+            out.mismatched += int(data["mismatched"])
+            out.comparator.absorb(data["numbers"])
+        self.last_error = self.last_error or str(state["last_error"])
+
     def counters(self) -> ShadowCounters:
         c = {_COUNTER[s]: n for s, n in self._counts.items()}
         return ShadowCounters(sampled=sum(n for s, n in self._counts.items() if s != SKIPPED), **c)
@@ -179,6 +223,10 @@ class ShadowComparisons:
     def remove_graph(self, graph: str) -> None:
         for key in [k for k in self._by_key if k[0] == graph]:
             del self._by_key[key]
+
+    def state(self, graph: str | None = None) -> list[dict[str, Any]]:
+        """Every comparison's ``state()`` (of one graph, or all): what a worker ships to be merged."""
+        return [c.state() for (g, _), c in sorted(self._by_key.items()) if graph is None or g == graph]
 
     def report(self, graph: str | None = None) -> ShadowReport:
         graphs: dict[str, dict[str, ShadowSummary]] = {}

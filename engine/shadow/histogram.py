@@ -11,23 +11,72 @@ rank is the exact maximum, and every quantile of a set of equal values is exact.
 ``signed=True`` mirrors the buckets for negative values (latency differences).
 The quantile is the nearest-rank one: the smallest value with at least ``q * n`` of
 the values at or below it (the value at 1-based rank ``ceil(q * n)``).
+
+The sum behind the mean is kept exactly, as an integer count of 2**-1074 (the smallest
+double, of which every finite double is a whole multiple): each ``add_one`` adds its value
+and each ``add`` its array's float sum, without rounding. The mean is that sum divided by
+the count, correctly rounded, so it does not depend on the order the calls came in.
+
+``state()`` is the histogram as JSON-able plain data (only the buckets in use, as sparse
+indexes and counts; the exact sum as floats whose exact sum it is) and ``absorb_state``
+adds such a state to this histogram. Counts, sum, minimum and maximum all add exactly, so
+a histogram that absorbed the states of several others reports exactly what one histogram
+given every one of their calls would report.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 GROWTH = 1.01
 RELATIVE_ERROR = math.sqrt(GROWTH) - 1  # the documented bound on a quantile, relative
 _LOG_GROWTH = math.log(GROWTH)
+_UNIT_BITS = 1074  # the exact sum counts units of 2**-_UNIT_BITS
+_ONE = 1 << _UNIT_BITS
+
+
+def _units(value: float) -> int:
+    """``value`` exactly, in units of 2**-1074."""
+    if type(value) is int:
+        return value << _UNIT_BITS
+    numerator, denominator = float(value).as_integer_ratio()  # denominator: a power of two
+    return numerator << (_UNIT_BITS + 1 - denominator.bit_length())
+
+
+def _as_float(units: int) -> float:
+    """``units`` (of 2**-1074) as the nearest float; ±max when beyond the float range."""
+    try:
+        return units / _ONE  # int / int: correctly rounded
+    except OverflowError:
+        return math.copysign(sys.float_info.max, units)
+
+
+def _number(value: object) -> float:
+    """A number read from a state, kept as it was (an int stays an int, as ``add_one`` kept it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return value
+
+
+def _expansion(units: int) -> list[float]:
+    """Floats, largest first, whose exact sum is ``units`` (usually one or two; [] for zero)."""
+    parts: list[float] = []
+    while units:
+        part = _as_float(units)
+        parts.append(part)
+        units -= _units(part)
+    return parts
 
 
 class LogHistogram:
     """Counts of values in fixed log buckets, plus the exact count, sum, min and max."""
 
-    __slots__ = ("_counts", "_log_low", "_n", "high", "low", "max", "min", "n", "signed", "total")
+    __slots__ = ("_counts", "_log_low", "_n", "_sum", "high", "low", "max", "min", "n", "signed")
 
     def __init__(self, low: float = 1e-9, high: float = 1e9, signed: bool = False) -> None:
         self.low = low
@@ -38,7 +87,7 @@ class LogHistogram:
         # layout: [negative buckets, largest magnitude first] [zero] [positive buckets]
         self._counts = np.zeros(2 * self._n + 1 if signed else self._n + 1, dtype=np.int64)
         self.n = 0
-        self.total = 0.0
+        self._sum = 0  # exact, in units of 2**-1074
         self.min = math.inf
         self.max = -math.inf
 
@@ -50,7 +99,7 @@ class LogHistogram:
                 self.add_one(value)
             return
         self.n += int(v.size)
-        self.total += float(v.sum())
+        self._sum += _units(float(v.sum()))
         self.min = min(self.min, float(v.min()))
         self.max = max(self.max, float(v.max()))
         np.add.at(self._counts, self._index(v), 1)
@@ -58,7 +107,7 @@ class LogHistogram:
     def add_one(self, value: float) -> None:
         """Count one finite value (the cheap path for one latency per request)."""
         self.n += 1
-        self.total += value
+        self._sum += _units(value)
         self.min = min(self.min, value)
         self.max = max(self.max, value)
         mag = abs(value)
@@ -71,8 +120,14 @@ class LogHistogram:
                 index = k + 1
         self._counts[index] += 1
 
+    @property
+    def total(self) -> float:
+        """The sum of the values counted, rounded to a float (±max beyond the float range)."""
+        return _as_float(self._sum)
+
     def mean(self) -> float | None:
-        return self.total / self.n if self.n else None
+        """The exact sum over the count, correctly rounded; None when empty."""
+        return self._sum / (self.n << _UNIT_BITS) if self.n else None
 
     def quantile(self, q: float) -> float | None:
         """The nearest-rank ``q`` quantile (0 < q <= 1) within the documented bound; None when empty."""
@@ -84,13 +139,59 @@ class LogHistogram:
         index = int(np.searchsorted(np.cumsum(self._counts), rank))
         return min(max(self._middle(index), self.min), self.max)
 
+    def state(self) -> dict[str, Any]:
+        """JSON-able plain data: the bucket layout, count, exact sum, min, max and the buckets in use."""
+        used = np.flatnonzero(self._counts)
+        return {
+            "low": self.low,
+            "high": self.high,
+            "signed": self.signed,
+            "n": self.n,
+            "sum": _expansion(self._sum),
+            "min": self.min if self.n else None,
+            "max": self.max if self.n else None,
+            "index": used.tolist(),
+            "count": self._counts[used].tolist(),
+        }
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any]) -> LogHistogram:
+        """The histogram ``state()`` described."""
+        histogram = cls(float(data["low"]), float(data["high"]), bool(data["signed"]))
+        histogram.absorb_state(data)
+        return histogram
+
+    def absorb_state(self, data: Mapping[str, Any]) -> None:
+        """Add the values another histogram's ``state()`` describes; ValueError for another layout."""
+        layout = (float(data["low"]), float(data["high"]), bool(data["signed"]))
+        if layout != (self.low, self.high, self.signed):
+            raise ValueError(f"histogram layout {layout} differs from {(self.low, self.high, self.signed)}")
+        index = np.asarray(data["index"], dtype=np.int64)
+        count = np.asarray(data["count"], dtype=np.int64)
+        if (
+            index.shape != count.shape
+            or index.ndim != 1
+            or not ((index >= 0) & (index < self._counts.size)).all()
+        ):
+            raise ValueError("histogram buckets outside the layout")
+        n = int(data["n"])
+        if n != int(count.sum()):
+            raise ValueError(f"histogram count {n} differs from its buckets' {int(count.sum())}")
+        if not n:
+            return
+        np.add.at(self._counts, index, count)
+        self.n += n
+        self._sum += sum(_units(_number(part)) for part in data["sum"])
+        self.min = min(self.min, _number(data["min"]))
+        self.max = max(self.max, _number(data["max"]))
+
     def _index(self, v: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore"):  # log(0) = -inf lands below bucket 0, like any value under low
             k = np.floor((np.log(np.abs(v)) - self._log_low) / _LOG_GROWTH)
         shift = np.clip(k, -1, self._n - 1).astype(np.int64) + 1  # 0 = the bucket around zero
         if not self.signed:
-            return shift
-        return self._n + np.sign(v).astype(np.int64) * shift
+            return np.asarray(shift)
+        return np.asarray(self._n + np.sign(v).astype(np.int64) * shift)
 
     def _middle(self, index: int) -> float:
         center = self._n if self.signed else 0

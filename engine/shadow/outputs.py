@@ -3,12 +3,19 @@
 Each ``observe(live, shadow)`` is vectorised over the rows (axis 0) and returns how
 many rows were compared and how many agree. A row is everything after axis 0
 (a scalar output is one row of one element). Semantics in ``docs/shadows.md``.
+
+``state()`` is a comparator's running numbers as JSON-able plain data and ``absorb(state)``
+adds another comparator's (same rule) to this one: how ``--workers N`` reports one set of
+shadow numbers. Counts, histograms and confusion matrices add exactly; a score comparator's
+Spearman window takes the newest rows of both rings, up to its window.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +98,19 @@ class NumericComparator:
         self.agree += agree
         return n, agree
 
+    def state(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows, "agree": self.agree, "nonfinite": self.nonfinite,
+            "abs": self.abs.state(), "rel": self.rel.state(),
+        }  # fmt: skip
+
+    def absorb(self, state: Mapping[str, Any]) -> None:
+        self.rows += int(state["rows"])
+        self.agree += int(state["agree"])
+        self.nonfinite += int(state["nonfinite"])
+        self.abs.absorb_state(state["abs"])
+        self.rel.absorb_state(state["rel"])
+
     def report(self, missing: int, mismatched: int) -> OutputReport:
         return OutputReport(
             kind=self.rule.kind.value, rule=self.rule.to_json(), rows=self.rows, agree=self.agree,
@@ -130,6 +150,29 @@ class ScoreComparator(NumericComparator):
         self._next = (self._next + lc.size) % window
         self._filled = min(window, self._filled + lc.size)
         return result
+
+    def _window(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ring's rows, oldest first."""
+        if self._filled < self.rule.window:
+            return self._live[: self._filled], self._shadow[: self._filled]
+        order = (self._next + np.arange(self.rule.window)) % self.rule.window
+        return self._live[order], self._shadow[order]
+
+    def state(self) -> dict[str, Any]:
+        live, shadow = self._window()
+        return {**super().state(), "window_live": live.tolist(), "window_shadow": shadow.tolist()}
+
+    def absorb(self, state: Mapping[str, Any]) -> None:
+        super().absorb(state)
+        live, shadow = self._window()
+        live = np.concatenate([live, np.asarray(state["window_live"], dtype=np.float64)])[-self.rule.window :]
+        shadow = np.concatenate([shadow, np.asarray(state["window_shadow"], dtype=np.float64)])
+        shadow = shadow[-self.rule.window :]
+        if live.shape != shadow.shape:
+            raise ValueError("score window of unequal live and shadow rows")
+        self._filled = live.size
+        self._live[: live.size], self._shadow[: shadow.size] = live, shadow
+        self._next = live.size % self.rule.window
 
     def spearman(self) -> float | None:
         if self._filled < 2:
@@ -208,14 +251,45 @@ class ClassComparator:
             self._codes[key] = code
         return code
 
+    def state(self) -> dict[str, Any]:
+        labels = [OTHER] * (self.rule.max_classes + 1)
+        for label, code in self._labels.items():
+            labels[code] = label
+        rows, columns = np.nonzero(self._matrix)
+        return {
+            "rows": self.rows,
+            "agree": self.agree,
+            "cells": [
+                [labels[r], labels[c], int(self._matrix[r, c])]
+                for r, c in zip(rows.tolist(), columns.tolist(), strict=True)
+            ],
+        }
+
+    def absorb(self, state: Mapping[str, Any]) -> None:
+        """Add another comparator's counts, cell by cell, by label (its codes are its own)."""
+        self.rows += int(state["rows"])
+        self.agree += int(state["agree"])
+        for live, shadow, n in state["cells"]:
+            self._matrix[self._label_code(str(live)), self._label_code(str(shadow))] += int(n)
+
+    def _label_code(self, label: str) -> int:
+        if label == OTHER and label not in self._labels:
+            return self.rule.max_classes
+        code = self._labels.get(label)
+        if code is None:
+            code = min(len(self._labels), self.rule.max_classes)
+            if code < self.rule.max_classes:
+                self._labels[label] = code
+        return code
+
     def report(self, missing: int, mismatched: int) -> OutputReport:
-        used = len(self._labels)
+        other = self.rule.max_classes  # the row and column of every label past max_classes
         ordered = sorted(self._labels.items(), key=lambda item: _label_order(item[0]))
         labels = [label for label, _ in ordered]
         keep = [code for _, code in ordered]
         m = self._matrix
-        if m[used, :].any() or m[:, used].any():
-            keep.append(used)
+        if m[other, :].any() or m[:, other].any():
+            keep.append(other)
             labels.append(OTHER)
         counts = m[np.ix_(keep, keep)].tolist()
         return OutputReport(
@@ -229,7 +303,7 @@ def _classes(rows: np.ndarray) -> np.ndarray:
     if rows.shape[1] == 1:
         return rows[:, 0]
     if rows.dtype.kind == "f":
-        return rows.argmax(axis=1)
+        return np.asarray(rows.argmax(axis=1))
     return np.array([" ".join(_label(v) for v in row) for row in rows], dtype=object)
 
 

@@ -186,11 +186,11 @@ def _block(graph: str, shadow: str, s: ShadowSummary) -> str:
     for name, o in s.outputs.items():
         numeric = o.abs_diff is not None
         a, r = o.abs_diff or Spread(), o.rel_diff or Spread()
-        cells = (
+        row_cells = (
             str(o.rows), _pct(None if numeric else o.agreement), _pct(o.agreement if numeric else None),
             _num(a.p50), _num(a.p99), _num(a.max), _pct(r.p50), _pct(r.p99), _num(o.spearman),
         )  # fmt: skip
-        lines.append(f"  {name:<{width}} {o.kind:<8}" + "".join(f"{cell:>11}" for cell in cells))
+        lines.append(f"  {name:<{width}} {o.kind:<8}" + "".join(f"{cell:>11}" for cell in row_cells))
         extra = [
             f"{k} {v}"
             for k, v in (("missing", o.missing), ("mismatched", o.mismatched), ("non-finite", o.nonfinite))

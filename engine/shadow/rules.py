@@ -61,6 +61,12 @@ class CompareRule:
         out.update({k: getattr(self, k) for k in _KEYS[self.kind]})
         return out
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CompareRule:
+        """The rule ``to_json`` wrote (a state shipped between workers)."""
+        kind = CompareKind(data["kind"])
+        return cls(kind=kind, **{k: data[k] for k in _KEYS[kind] if k in data})
+
 
 NUMERIC = CompareRule()
 CLASS = CompareRule(kind=CompareKind.CLASS)
