@@ -1,9 +1,12 @@
 """The engine's one error tree.
 
-Every failure the engine knows about is one of these classes. The protocol edge
-(`engine.protocol.status`) maps each class, by walking its MRO, to exactly one
-gRPC status code; anything that is not an ``EngineError`` is our bug and becomes
-INTERNAL with a generic message and a logged error id.
+Every failure the engine knows about is one of these classes. ``status_of`` maps each
+class, by walking its MRO in ``STATUS_OF`` (the one table), to exactly one
+protocol-neutral ``Status`` (the canonical codes of gRPC and Google APIs); each
+front door then maps a ``Status`` to its own codes in one table of its own
+(``engine.protocol.status`` for gRPC, ``engine.http.status`` for HTTP). Anything
+that is not an ``EngineError`` is our bug and becomes INTERNAL with a generic
+message and a logged error id (``engine.serving.failure``).
 
     EngineError
     ├── InvalidRequest ................ INVALID_ARGUMENT  a malformed request
@@ -30,6 +33,8 @@ tree where they enter, with ``raise … from exc``.
 
 from __future__ import annotations
 
+import asyncio
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -151,3 +156,55 @@ class InternalError(EngineError):
 
 class ModelContractError(InternalError):
     """A model returned something other than what its signature declares."""
+
+
+class Status(enum.Enum):
+    """The outcome of a call, named as gRPC and Google APIs name their canonical codes.
+
+    The inference core counts, records and traces calls by these names whatever front door
+    they came through; each front door translates them into its own codes."""
+
+    OK = "OK"
+    CANCELLED = "CANCELLED"
+    UNKNOWN = "UNKNOWN"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    NOT_FOUND = "NOT_FOUND"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
+    INTERNAL = "INTERNAL"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+
+
+STATUS_OF: dict[type[EngineError], Status] = {
+    InvalidRequest: Status.INVALID_ARGUMENT,
+    NotFound: Status.NOT_FOUND,
+    Unavailable: Status.UNAVAILABLE,
+    Overloaded: Status.RESOURCE_EXHAUSTED,
+    DeadlineExceeded: Status.DEADLINE_EXCEEDED,
+    Unauthenticated: Status.UNAUTHENTICATED,
+    PermissionDenied: Status.PERMISSION_DENIED,
+    Unimplemented: Status.UNIMPLEMENTED,
+    FailedPrecondition: Status.FAILED_PRECONDITION,
+    InternalError: Status.INTERNAL,
+}
+"""The one table from the error tree to statuses, looked up along an exception's MRO."""
+
+
+def status_of(exc: BaseException) -> Status:
+    """The status a call that raised ``exc`` ends with.
+
+    An ``EngineError`` takes its class's row (its nearest ancestor's); cancellation is
+    CANCELLED; any other exception is our bug, INTERNAL."""
+    if isinstance(exc, EngineError):
+        for cls in type(exc).__mro__:
+            status = STATUS_OF.get(cls)
+            if status is not None:
+                return status
+        return Status.INTERNAL  # an EngineError subclass outside every row: treat as our bug
+    if isinstance(exc, asyncio.CancelledError) or not isinstance(exc, Exception):
+        return Status.CANCELLED
+    return Status.INTERNAL

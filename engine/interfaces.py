@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -58,45 +57,80 @@ class ModelOptions:
     shadow: bool = False  # a shadow candidate: never inline, in a pool of its own (live models never wait)
 
 
+@dataclass(frozen=True, slots=True)
+class RuntimeTraits:
+    """What a loaded model's runtime can do, declared once when it is loaded.
+
+    ``inline_max_rows``: batches of at most this many rows finish synchronously on the
+    event loop through ``run_inline`` (0: never; the executor then awaits ``run``).
+    ``batching``: concurrent runs may share one batch, and ``ModelRun.batch_rows`` says how
+    many rows it had. ``terminates``: a run whose caller gives up (cancellation, a timeout)
+    stops early instead of holding a thread to the end.
+    """
+
+    inline_max_rows: int = 0
+    batching: bool = False
+    terminates: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRun:
+    """What one ``ModelRuntime.run`` produced for its caller.
+
+    ``outputs`` in ``signature.outputs`` order, the caller's rows only; ``queue_ns``: how long
+    the run waited (for a pool thread, for a batch to fill) before computing; ``batch_rows``:
+    a batching runtime's batch that these rows ran in (0 when not batched); ``counts_batch``:
+    whether this caller is the one that counts that batch in the statistics (one per batch).
+    """
+
+    outputs: tuple[np.ndarray, ...]
+    queue_ns: int = 0
+    batch_rows: int = 0
+    counts_batch: bool = False
+
+
 @runtime_checkable
 class ModelRuntime(Protocol):
     """One loaded model, ready to run batches.
 
-    ``run`` takes arrays in ``signature.inputs`` order and returns arrays in
-    ``signature.outputs`` order. It never blocks the event loop for longer
-    than the model's measured run time (a slow model runs in a thread pool).
+    Both ways of running take arrays in ``signature.inputs`` order and return arrays in
+    ``signature.outputs`` order. ``run_inline`` is the synchronous path, for at most
+    ``traits.inline_max_rows`` rows (the model's measured run time is small enough to
+    block the event loop for). ``run`` never blocks the event loop for longer than that:
+    a slow model runs in a thread pool. ``deadline`` is the absolute ``time.monotonic()``
+    by which the caller needs the answer (the request deadline or the node's timeout,
+    whichever comes first; None = no limit): a batching runtime never holds rows past it.
     """
 
     path: Path
     sha256: str
     signature: ModelSignature
+    traits: RuntimeTraits
 
-    async def run(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]: ...
+    def run_inline(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]: ...
+
+    async def run(self, inputs: Sequence[np.ndarray], *, deadline: float | None = None) -> ModelRun: ...
 
     def close(self) -> None: ...
 
 
 class RuntimeFactory(Protocol):
-    """Loads a model file; raises ``GraphInvalid``-friendly ``ValueError`` text on failure."""
+    """Loads model files and owns what their runs share (sessions, thread pools).
+
+    ``load`` raises ``ValueError`` with a one-line, caller-safe reason when a file cannot be
+    served. ``queue_depth`` (runs waiting for a pool thread) and ``terminated_runs`` (runs
+    stopped because their caller gave up) are read by metrics; ``close`` ends every pool.
+    """
 
     def load(self, path: Path, options: ModelOptions) -> ModelRuntime: ...
 
+    @property
+    def queue_depth(self) -> int: ...
 
-QUEUE_WAIT_NS: ContextVar[int] = ContextVar("engine_queue_wait_ns", default=0)
-"""Set by a runtime inside ``run``: how long this run waited for a thread before computing.
+    @property
+    def terminated_runs(self) -> int: ...
 
-``run`` is awaited directly (not as a task), so the executor reads the value right after the
-await, in the same context; a runtime that never queues leaves it at 0."""
-
-RUN_DEADLINE: ContextVar[float | None] = ContextVar("engine_run_deadline", default=None)
-"""Set by the executor before it awaits a runtime's ``run`` (one that may suspend): the absolute
-``time.monotonic()`` by which the run must be done, the request deadline or the node's timeout,
-whichever comes first; None = no limit. A batching runtime never holds rows past it."""
-
-BATCH_RUN: ContextVar[tuple[int, bool]] = ContextVar("engine_batch_run", default=(0, False))
-"""Set by a batching runtime inside ``run``: (rows of the batch this request's rows ran in,
-whether this request is the one that counts that batch in the statistics; one per batch).
-The executor resets it to ``(0, False)`` before a run that may suspend and reads it after."""
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,38 +160,85 @@ class Observer(Protocol):
     def on_node(self, event: NodeEvent) -> None: ...
 
 
+class RecordPolicy(Protocol):
+    """What a request record needs of a graph's logging policy (``engine.graph`` fulfils it)."""
+
+    @property
+    def nodes(self) -> bool: ...
+
+    @property
+    def redact(self) -> frozenset[str]: ...
+
+    @property
+    def hash(self) -> frozenset[str]: ...
+
+    @property
+    def max_tensor_elements(self) -> int: ...
+
+
+class ShadowResults(Protocol):
+    """One request's shadow outcomes as they settle (``engine.shadow.RequestShadows``)."""
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def disagreed(self) -> bool: ...
+
+    def so_far(self) -> Mapping[str, Any]: ...
+
+    async def settled(self, timeout_s: float) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOutcome:
+    """Everything one served request leaves for its request-log record, as one frozen value.
+
+    Built by the inference core once the status is known. ``inputs`` are in the graph's
+    input order, ``outputs`` every output the graph produced (not only those asked for),
+    ``events`` the node events when the policy keeps them. ``reason`` says why the
+    request is logged (``sample``, ``error``, ``shadow_disagreement``: kept only if a shadow
+    disagrees). ``time_ns`` is the wall-clock arrival; ``latency_us`` the time in the core.
+    """
+
+    request_id: str
+    trace_id: str
+    graph: str
+    version: str
+    protocol: str
+    models: Mapping[str, str]
+    inputs: Mapping[str, np.ndarray]
+    outputs: Mapping[str, np.ndarray]
+    events: Sequence[NodeEvent]
+    status: str
+    error: str
+    latency_us: int
+    time_ns: int
+    policy: RecordPolicy
+    reason: str
+    shadows: ShadowResults | None = None
+
+
 class RequestRecorder(Protocol):
     """Writes one request-log record per logged request (``engine.observability.recorder``).
 
-    The protocol edge asks ``observer`` for a per-request observer when the graph's policy
-    logs anything (it keeps the node events and forwards them to ``forward``), and calls
-    ``record`` once the status is known. ``record`` never blocks and never raises. ``shadows``
-    (an ``engine.shadow.RequestShadows``) holds the request's shadow outcomes: the record is
-    built once they settle (bounded), and a ``shadow_disagreement`` reason keeps it only if one
-    disagreed.
+    The core asks ``observer`` for a per-request observer when the graph's policy logs
+    anything (it keeps the node events and forwards each to ``forward``), and hands the
+    request's ``RequestOutcome`` to ``record`` once the status is known. ``record`` never
+    blocks and never raises; with shadows still running the record is built once they
+    settle (bounded).
     """
 
-    def observer(self, forward: Observer | None) -> Observer: ...
+    def observer(self, forward: Observer | None) -> EventLog: ...
 
-    def record(
-        self,
-        *,
-        policy: object,
-        reason: str,
-        request_id: str,
-        trace_id: str,
-        graph: str,
-        version: str,
-        models: dict[str, str],
-        inputs: dict[str, np.ndarray],
-        outputs: dict[str, np.ndarray],
-        observer: Observer | None,
-        status: str,
-        error: str,
-        latency_us: int,
-        time_ns: int,
-        shadows: object | None = None,
-    ) -> None: ...
+    def record(self, outcome: RequestOutcome) -> None: ...
+
+
+class EventLog(Observer, Protocol):
+    """An observer that keeps the events it saw (and forwards them)."""
+
+    @property
+    def events(self) -> Sequence[NodeEvent]: ...
 
 
 class FeatureStatus(enum.IntEnum):

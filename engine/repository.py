@@ -19,9 +19,8 @@ import asyncio
 import hashlib
 import logging
 import threading
-import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,11 +36,12 @@ from engine.errors import (
 )
 from engine.execution import GraphStats, PlanRunner
 from engine.graph import CompiledGraph, find_graph_files, load_graph
+from engine.graph.compiling.redactions import with_derived_redactions
+from engine.graph.values.logging_policy import LoggingPolicy
 from engine.interfaces import FeatureCatalog, RuntimeFactory
-from engine.shadow.compare import ShadowComparison, ShadowComparisons, ShadowConfig
-from engine.shadow.outcome import RequestShadows
+from engine.shadow.compare import ShadowComparisons, ShadowConfig
+from engine.shadow.dispatch import GraphCandidate, ShadowBinding, ShadowDispatcher
 from engine.shadow.rules import parse_rules
-from engine.shadow.runner import LiveResult, ShadowPool, ShadowRun, ShadowWork
 from engine.tensors import DataType, TensorSpec
 
 log = logging.getLogger("engine.repository")
@@ -53,7 +53,7 @@ READY, FAILED, UNAVAILABLE = "READY", "FAILED", "UNAVAILABLE"
 
 @dataclass(frozen=True, slots=True, weakref_slot=True, eq=False)  # identity: one object per version
 class ServedGraph:
-    """One ready version of a graph.
+    """One ready version of a graph, with what serving it needs worked out once.
 
     Its models are closed when the last reference goes: after it was swapped out and the
     requests that already held it have finished.
@@ -64,6 +64,10 @@ class ServedGraph:
     fingerprint: str
     source_key: str  # the numbered folder it came from, or "*" for an unnumbered graph folder
     output_index: dict[str, int]  # served output name -> position in the runner's result
+    input_names: tuple[str, ...]  # graph inputs, in the order the runner takes them
+    output_names: tuple[str, ...]  # graph outputs, in the order the runner returns them
+    policy: LoggingPolicy  # the request-log policy, redaction extended to values derived from redacted ones
+    models: dict[str, str]  # node -> sha256 of the model it runs
 
     @property
     def name(self) -> str:
@@ -111,15 +115,16 @@ class GraphRepository:
         root: Path,
         runtimes: RuntimeFactory,
         features: FeatureCatalog | None = None,
-        shadows: ShadowPool | None = None,
+        shadows: ShadowDispatcher | None = None,
     ) -> None:
         self.root = root
         self.runtimes = runtimes
         self.features = features
-        self.shadows = shadows  # runs every graph's shadow nodes; None: shadows are loaded, never run
-        self.comparisons = ShadowComparisons()  # their numbers, kept across reloads of a version
-        # live graph -> the graphs mirroring it (``shadow_of:``), latest version each, with their numbers
-        self._mirrors: dict[str, tuple[tuple[ServedGraph, ShadowComparison], ...]] = {}
+        self.shadows = shadows  # starts every graph's shadows; None: shadows are loaded, never run
+        # their numbers, kept across reloads of a version
+        self.comparisons = shadows.comparisons if shadows is not None else ShadowComparisons()
+        # live graph -> the graphs mirroring it (``shadow_of:``), latest version each, bound to their numbers
+        self._mirrors: dict[str, tuple[ShadowBinding, ...]] = {}
         self._entries: dict[str, GraphEntry] = {}
         self._reload_lock = asyncio.Lock()
         self._swap_lock = threading.Lock()
@@ -149,27 +154,15 @@ class GraphRepository:
     def entries(self) -> list[GraphEntry]:
         return [self._entries[name] for name in sorted(self._entries)]
 
-    def mirrored(self, name: str) -> bool:
-        """Whether some graph mirrors every request of graph ``name`` (``shadow_of:``)."""
-        return name in self._mirrors and self.shadows is not None
-
-    def mirror(
-        self, name: str, inputs: Mapping[str, np.ndarray], request_id: str, results: RequestShadows | None
-    ) -> asyncio.Future[LiveResult | None] | None:
-        """Start the graphs mirroring ``name`` on this request's inputs (matched by name), off the
-        response path; the caller resolves the returned future with the live outputs (or None)."""
-        pairs = self._mirrors.get(name)
-        if not pairs or self.shadows is None:
-            return None
-        live: asyncio.Future[LiveResult | None] = asyncio.get_running_loop().create_future()
-        for candidate, comparison in pairs:
-            self.shadows.submit(
-                comparison, _graph_work(candidate, inputs), live=live, request_id=request_id, results=results
-            )
-        return live
+    def mirrors_of(self, name: str) -> tuple[ShadowBinding, ...]:
+        """The graphs mirroring every request of graph ``name`` (``shadow_of:``), bound to their
+        numbers; empty when none does or shadows do not run here."""
+        return self._mirrors.get(name, ())
 
     def _rebuild_mirrors(self) -> None:
-        mirrors: dict[str, list[tuple[ServedGraph, ShadowComparison]]] = {}
+        if self.shadows is None:
+            return
+        mirrors: dict[str, list[ShadowBinding]] = {}
         for entry in self._entries.values():
             served = entry.versions.get(entry.latest) if not entry.unloaded else None
             spec = served.graph.spec.shadow_of if served is not None else None
@@ -183,8 +176,10 @@ class GraphRepository:
                 sample=spec.sample,
                 timeout_s=spec.timeout_s,
             )
-            mirrors.setdefault(spec.graph, []).append((served, self.comparisons.add(config)))
-        self._mirrors = {name: tuple(pairs) for name, pairs in mirrors.items()}
+            run = served.runner.run
+            candidate = GraphCandidate(served.name, run, served.input_names, served.output_names)
+            mirrors.setdefault(spec.graph, []).append(self.shadows.bind(config, candidate))
+        self._mirrors = {name: tuple(bindings) for name, bindings in mirrors.items()}
 
     def is_ready(self, name: str, version: str = "") -> bool:
         try:
@@ -198,10 +193,17 @@ class GraphRepository:
         return await self.reload(None)
 
     async def reload(self, names: Sequence[str] | None = None) -> list[ReloadResult]:
-        """Re-read the named graphs (all when ``names`` is None or empty) from disk."""
+        """Re-read the named graphs (all when ``names`` is None or empty) from disk.
+
+        A graph that was unloaded stays unloaded when everything is re-read (SIGHUP, polling);
+        naming it loads it again."""
         async with self._reload_lock:
             found = _scan(self.root)
-            wanted = sorted(set(found) | set(self._entries)) if not names else list(names)
+            if names:
+                wanted = list(names)
+            else:
+                kept = {n for n, e in self._entries.items() if e.unloaded}
+                wanted = sorted((set(found) | set(self._entries)) - kept)
             results: list[ReloadResult] = []
             for name in wanted:
                 if name not in found and name not in self._entries:
@@ -266,13 +268,21 @@ class GraphRepository:
             graph.close()  # never served: release its models now
             raise
         runner = PlanRunner(  # warm-up is not traffic: fresh stats, and no shadows ran for it
-            graph.plan,
-            GraphStats(graph.name, graph.version),
-            shadows=self.shadows,
-            comparisons=self.comparisons,
+            graph.plan, GraphStats(graph.name, graph.version), shadows=self.shadows
         )
-        index = {spec.name: i for i, spec in enumerate(graph.plan.outputs)}
-        served = ServedGraph(graph, runner, fingerprint, key, index)
+        plan = graph.plan
+        references = {out.name: out.ref.text for out in graph.spec.outputs}
+        served = ServedGraph(
+            graph=graph,
+            runner=runner,
+            fingerprint=fingerprint,
+            source_key=key,
+            output_index={spec.name: i for i, spec in enumerate(plan.outputs)},
+            input_names=tuple(spec.name for spec in plan.inputs),
+            output_names=tuple(spec.name for spec in plan.outputs),
+            policy=with_derived_redactions(graph.spec.logging, plan.nodes, references),
+            models={n.name: n.model_sha256 for n in plan.nodes if n.model_sha256},
+        )
         weakref.finalize(served, graph.close)
         return served
 
@@ -330,20 +340,3 @@ def _fingerprint(folder: Path, *, skip_numbered: bool) -> str:
 
 def _version_key(version: str) -> tuple[int, str]:
     return (int(version), "") if version.isdigit() else (-1, version)
-
-
-def _graph_work(candidate: ServedGraph, inputs: Mapping[str, np.ndarray]) -> ShadowWork:
-    """Run a whole candidate graph on the live request's inputs, matched by input name."""
-
-    async def run() -> ShadowRun:
-        missing = [spec.name for spec in candidate.graph.plan.inputs if spec.name not in inputs]
-        if missing:
-            raise ValueError(
-                f"the live request has no input {', '.join(missing)} (graph '{candidate.name}' needs it)"
-            )
-        start = time.perf_counter_ns()
-        outputs = await candidate.runner.run([inputs[spec.name] for spec in candidate.graph.plan.inputs])
-        names = (spec.name for spec in candidate.graph.plan.outputs)
-        return ShadowRun(dict(zip(names, outputs, strict=True)), time.perf_counter_ns() - start)
-
-    return run

@@ -1,7 +1,8 @@
 """Process bootstrap: the one place where concrete parts are wired together.
 
-``EngineServer`` owns the gRPC server, the graph repository, the model runtime
-factory, the health service and the lifecycle:
+``EngineServer`` builds the graph repository, the model runtime factory, the shadow
+dispatcher, the request log and tracing, hands them to the inference core
+(``engine.serving``), puts the gRPC front door in front of it, and owns the lifecycle:
 
     start:  load every graph (validate, warm up) -> health SERVING -> ready
     drain:  health NOT_SERVING -> (drain delay, still serving) -> new calls UNAVAILABLE while
@@ -17,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Collection
 from contextlib import suppress
 from pathlib import Path
 
@@ -27,21 +29,25 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from adapters.registry import FeatureCatalog
 from engine.config import ServeSettings
+from engine.errors import EngineError
 from engine.interfaces import RuntimeFactory
-from engine.observability.log_sinks import recorder_options, request_log_from_config
+from engine.observability.log_config import recorder_options, request_log_from_config
 from engine.observability.metrics import EngineSnapshot, MetricsServer
 from engine.observability.recorder import Recorder
 from engine.observability.request_record import hash_key_from_env
 from engine.observability.tracing import NodeSpans, TracingSettings, setup_tracing
 from engine.protocol import admin, codec, inference
 from engine.protocol.admin import AdminService
-from engine.protocol.admission import Admission, LoopLagMonitor
-from engine.protocol.auth import TokenGuard
 from engine.protocol.generated import POOL
-from engine.protocol.inference import InferenceService, ServerState
-from engine.protocol.tracing_edge import RequestTracing
+from engine.protocol.inference import GrpcOptions, InferenceService
 from engine.repository import GraphRepository
 from engine.runtimes.onnx import OnnxRuntimeFactory
+from engine.serving import ControlPlane, InferenceCore, LocalControl, ServerAdmin, ServingState
+from engine.serving.admission import Admission, LoopLagMonitor
+from engine.serving.auth import TokenGuard
+from engine.serving.operations import ServerOperations
+from engine.serving.tracing import RequestTracing
+from engine.shadow.dispatch import ShadowDispatcher
 from engine.shadow.report import ShadowReport
 from engine.shadow.runner import ShadowPool
 
@@ -60,7 +66,10 @@ class EngineServer:
         runtimes: RuntimeFactory | None = None,
         *,
         span_exporter: SpanExporter | None = None,
+        control: ControlPlane | None = None,
     ) -> None:
+        """``control`` carries state changes to every worker of the server (``engine.fleet``);
+        by default the server is this one process."""
         self.settings = settings
         self.runtimes = runtimes or OnnxRuntimeFactory(
             max_workers=settings.pool_threads, shadow_workers=max(1, settings.shadow_concurrency)
@@ -70,22 +79,27 @@ class EngineServer:
         self.features = FeatureCatalog.from_config(settings.feature_sources)
         # Shadow work: its own concurrency limit and queue, sampled by request id when there is one.
         self.shadows = ShadowPool(settings.shadow_concurrency, settings.shadow_queue, sampling="request_id")
-        self.repository = GraphRepository(settings.graphs, self.runtimes, self.features, self.shadows)
-        self.state = ServerState(
-            max_batch_size=settings.max_batch_size,
-            limits=codec.CodecLimits(
-                max_elements=settings.max_elements, max_request_bytes=settings.max_message_bytes
-            ),
+        self.dispatcher = ShadowDispatcher(self.shadows)
+        self.repository = GraphRepository(settings.graphs, self.runtimes, self.features, self.dispatcher)
+        self.state = ServingState(
             admission=Admission(
                 limit=settings.max_concurrency,
                 max_queue=settings.max_queue,
                 max_wait_s=settings.max_queue_wait_s,
             ),
+        )
+        self.grpc_options = GrpcOptions(
+            limits=codec.CodecLimits(
+                max_elements=settings.max_elements, max_request_bytes=settings.max_message_bytes
+            ),
             guard=TokenGuard(
                 inference_tokens=_tokens("ENGINE_AUTH_TOKEN", settings.auth_token_file),
                 admin_tokens=_tokens("ENGINE_ADMIN_TOKEN", settings.admin_token_file),
             ),
+            max_batch_size=settings.max_batch_size,
         )
+        self.operations = ServerOperations(self.repository, self.dispatcher.comparisons)
+        self.control = control or LocalControl(self.operations.run)
         self.health = health.aio.HealthServicer()
         self.tracer_provider = setup_tracing(
             TracingSettings(
@@ -110,6 +124,14 @@ class EngineServer:
             if self.request_log is not None
             else None
         )
+        self.core = InferenceCore(
+            self.repository,
+            self.state,
+            dispatcher=self.dispatcher,
+            recorder=self.recorder,
+            tracing=self.tracing,
+        )
+        self.admin = ServerAdmin(self.repository, self.state, self.control)
         self.metrics = MetricsServer(self.snapshot) if settings.metrics_port >= 0 else None
         self.metrics_port = 0
         self.port = 0
@@ -121,8 +143,11 @@ class EngineServer:
         self._lag_monitor: LoopLagMonitor | None = None
         self._health_updates: set[asyncio.Future[None]] = set()
 
-    async def start(self) -> int:
-        """Load the graphs, bind, and start serving; returns the bound port."""
+    async def start(self, unloaded: Collection[str] = ()) -> int:
+        """Load the graphs, bind, and start serving; returns the bound port.
+
+        ``unloaded``: graphs the server has unloaded (a restarted worker of a fleet) are loaded
+        and then unloaded before this process reports ready."""
         options = [
             ("grpc.max_receive_message_length", self.settings.max_message_bytes),
             ("grpc.max_send_message_length", self.settings.max_message_bytes),
@@ -136,10 +161,11 @@ class EngineServer:
         server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers(
             (
-                InferenceService(self.repository, self.state, self.tracing, self.recorder).handler(),
+                InferenceService(self.core, self.admin, self.grpc_options).handler(),
                 AdminService(
-                    self.repository,
-                    self.state,
+                    self.core,
+                    self.admin,
+                    self.grpc_options,
                     self.request_log.counters if self.request_log is not None else None,
                 ).handler(),
             )
@@ -174,13 +200,18 @@ class EngineServer:
             log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
 
         loop = asyncio.get_running_loop()
-        self.repository.listeners.append(
-            lambda name, ready: loop.call_soon_threadsafe(self._set_health, name, ready)
-        )
+
+        def on_change(name: str, ready: bool) -> None:  # called from whichever thread swapped the entry
+            loop.call_soon_threadsafe(self._set_health, name, ready)
+
+        self.repository.listeners.append(on_change)
         results = await self.repository.load_all()
         for result in results:
             if result.action == "failed":
                 log.error("graph %s not served: %s", result.name, result.error)
+        for name in unloaded:
+            with suppress(EngineError):  # a graph whose folder is gone meanwhile
+                self.repository.unload(name)
         self.state.ready = True
         if self.settings.max_concurrency > 0:
             self._lag_monitor = LoopLagMonitor(self.state.admission, on_pressure=self.shadows.pressure)
@@ -240,9 +271,7 @@ class EngineServer:
         await self._server.stop(max(0.0, deadline - loop.time()))
         # In-flight shadows get what is left of the grace; the rest are cancelled (and counted).
         await self.shadows.drain(max(0.0, deadline - loop.time()))
-        close = getattr(self.runtimes, "close", None)
-        if close is not None:
-            close()
+        self.runtimes.close()
         await self.features.close()
         if self.recorder is not None:  # records that waited for their shadows
             await self.recorder.flush(max(0.5, deadline - loop.time()))
@@ -263,7 +292,7 @@ class EngineServer:
 
     async def _reload_all(self) -> None:
         try:
-            results = await self.repository.reload()
+            results = await self.admin.reload()
         except Exception:  # a reload must never take the server down
             log.exception("reload failed")
             return
@@ -278,7 +307,8 @@ class EngineServer:
                 log.info("graph %s version %s %s", result.name, result.version or "-", result.action)
 
     async def _watch(self, interval: float) -> None:
-        """Poll the graph folders: each replica and worker picks up a changed volume by itself."""
+        """Poll the graph folders: each replica picks up a changed volume by itself (the workers of
+        one replica through the control plane, so they swap together)."""
         while True:
             await asyncio.sleep(interval)
             self.request_reload()
@@ -296,8 +326,8 @@ class EngineServer:
             load_failures=dict(self.repository.load_failures),
             unrouted=dict(self.state.unrouted),
             in_flight=self.state.in_flight,
-            pool_queue_depth=getattr(self.runtimes, "queue_depth", 0),
-            pool_runs_terminated=getattr(self.runtimes, "terminated_runs", 0),
+            pool_queue_depth=self.runtimes.queue_depth,
+            pool_runs_terminated=self.runtimes.terminated_runs,
             request_log=self.request_log.counters() if self.request_log is not None else {},
             shed=dict(self.state.admission.rejected),
             admission_queue_depth=self.state.admission.queued,
@@ -308,7 +338,7 @@ class EngineServer:
     def _shadow_report(self) -> ShadowReport | None:
         """The shadows' numbers for a scrape (metrics thread); a reload racing it skips one scrape."""
         try:
-            return self.repository.comparisons.report()
+            return self.dispatcher.comparisons.report()
         except RuntimeError:  # a dict resized by the event loop while this thread read it
             return None
 

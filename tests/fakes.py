@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.interfaces import ModelOptions, ModelSignature, NodeEvent
+from engine.interfaces import ModelOptions, ModelRun, ModelSignature, NodeEvent, RuntimeTraits
 from engine.tensors import DataType, TensorSpec
 
 ModelFn = Callable[..., tuple[np.ndarray, ...]]
@@ -36,12 +36,21 @@ class FakeModel:
     def sha256(self) -> str:
         return hashlib.sha256(str(self.path).encode()).hexdigest()
 
-    async def run(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+    traits: RuntimeTraits = field(default_factory=RuntimeTraits)
+    deadlines: list[float | None] = field(default_factory=list)
+
+    def run_inline(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
         self.calls += 1
+        self.rows_seen.append(int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 0)
+        return tuple(self.fn(*inputs))
+
+    async def run(self, inputs: Sequence[np.ndarray], *, deadline: float | None = None) -> ModelRun:
+        self.calls += 1
+        self.deadlines.append(deadline)
         self.rows_seen.append(int(inputs[0].shape[0]) if inputs and inputs[0].ndim else 0)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        return tuple(self.fn(*inputs))
+        return ModelRun(tuple(self.fn(*inputs)))
 
     def close(self) -> None:
         self.closed = True
@@ -53,6 +62,12 @@ class FakeRuntimeFactory:
 
     models: dict[str, FakeModel | Exception]
     loaded: list[str] = field(default_factory=list)
+    queue_depth: int = 0
+    terminated_runs: int = 0
+    closed: bool = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def load(self, path: Path, options: ModelOptions) -> FakeModel:
         self.loaded.append(path.name)

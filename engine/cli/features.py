@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.config import read_config_file, repository_config
 
@@ -50,7 +50,7 @@ def load_catalog(config: Path | None, paths: Sequence[Path] = ()) -> FeatureCata
     (found from ``paths``), replaced by name by those of ``config``; ValueError if invalid."""
     from adapters.registry import FeatureCatalog
 
-    sources: dict = {}  # type: ignore[type-arg]
+    sources: dict[str, Any] = {}
     own = enclosing_repository_config(paths) if paths else None
     if own is not None and (config is None or own.resolve() != config.resolve()):
         sources.update(read_config_file(own).get("feature_sources", {}))

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from engine.errors import DeadlineExceeded, DependencyUnavailable, EngineError, InternalError
-from engine.graph.plan import FeatureStep
+from engine.graph.values.plan import FeatureStep
 from engine.interfaces import FeatureBatch, FeatureField, FeatureStatus
 from engine.tensors import DataType
 

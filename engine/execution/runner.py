@@ -18,13 +18,14 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
 from engine.errors import DeadlineExceeded, EngineError, InternalError, InvalidRequest
 from engine.execution.features import fetch_features
 from engine.execution.stats import GraphStats, NodeStats
-from engine.graph.plan import (
+from engine.graph.values.plan import (
     Branch,
     DefaultFill,
     Fallback,
@@ -33,16 +34,14 @@ from engine.graph.plan import (
     ModelStep,
     Plan,
     RouteStep,
-    ShadowStep,
     Step,
 )
-from engine.interfaces import BATCH_RUN, QUEUE_WAIT_NS, RUN_DEADLINE, NodeEvent, Observer
-from engine.shadow.compare import ShadowComparison, ShadowComparisons
+from engine.interfaces import ModelRun, NodeEvent, Observer
+from engine.shadow.dispatch import ModelCandidate, ShadowBinding, ShadowDispatcher
 from engine.shadow.outcome import RequestShadows
-from engine.shadow.runner import LiveResult, ShadowPool, ShadowRun, ShadowWork
+from engine.shadow.runner import LiveResult
 
 Values = list[np.ndarray | None]
-_NO_BATCH = (0, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +55,7 @@ def _waits(step: Step) -> bool:
     if isinstance(step, FunctionStep):
         return False
     if isinstance(step, ModelStep):
-        return not getattr(step.runtime, "inline", False)
+        return step.runtime.traits.inline_max_rows <= 0
     if isinstance(step, FeatureStep):
         return True
     return any(_waits(s) for branch in step.branches for s in branch.steps)
@@ -68,13 +67,13 @@ class PlanRunner:
         plan: Plan,
         stats: GraphStats | None = None,
         *,
-        shadows: ShadowPool | None = None,
-        comparisons: ShadowComparisons | None = None,
+        shadows: ShadowDispatcher | None = None,
         stores: bool = True,
     ) -> None:
-        """``stores=False`` (the load-time warm-up): features nodes answer with their fields'
-        defaults, status ``missing``, instead of querying their stores, so a store that is slow
-        or down does not decide whether a graph version may serve."""
+        """``shadows`` starts the plan's shadow nodes (None: they are compiled but never run, as
+        in the warm-up). ``stores=False`` (the load-time warm-up): features nodes answer with
+        their fields' defaults, status ``missing``, instead of querying their stores, so a store
+        that is slow or down does not decide whether a graph version may serve."""
         self.plan = plan
         self._stores = stores
         self.stats = stats or GraphStats(plan.graph, plan.version)
@@ -90,41 +89,27 @@ class PlanRunner:
             self._node_stats[step.name] = self.stats.node(step.name, step.kind)
         self._n_inputs = len(plan.inputs)
         self._has_optional = any(step.optional for step in _all_steps(plan))
-        # Largest batch each model runs inline (runtimes that say so, e.g. OnnxModel.inline_max_rows).
+        # Largest batch each model runs inline, as its runtime declares (0: always awaited).
         self._inline_rows: dict[str, int] = {
-            step.name: int(
-                getattr(step.runtime, "inline_max_rows", 0) if getattr(step.runtime, "inline", False) else 0
-            )
+            step.name: step.runtime.traits.inline_max_rows
             for step in _all_steps(plan)
             if isinstance(step, ModelStep)
         }
-        # Shadows run only with a pool and a place for their numbers (the warm-up runner has neither).
-        self._pool = shadows if comparisons is not None else None
-        self._comparisons: dict[str, ShadowComparison] = {}
-        if self._pool is not None and comparisons is not None:
+        # Each model step's shadows, bound once to their comparisons (none without a dispatcher).
+        self._dispatcher = shadows
+        self._shadows: dict[str, tuple[ShadowBinding, ...]] = {}
+        if shadows is not None:
             for step in _all_steps(plan):
-                for shadow in step.shadows if isinstance(step, ModelStep) else ():
-                    self._comparisons[shadow.name] = comparisons.add(shadow.config)
+                if isinstance(step, ModelStep) and step.shadows:
+                    self._shadows[step.name] = tuple(
+                        shadows.bind(s.config, ModelCandidate(s.runtime, s.output_names))
+                        for s in step.shadows
+                    )
 
     @property
     def has_shadows(self) -> bool:
         """Whether requests may start shadow work (callers then pass a ``RequestShadows``)."""
-        return bool(self._comparisons)
-
-    def _mirror(
-        self, step: ModelStep, args: list[np.ndarray], request_id: str, results: RequestShadows | None
-    ) -> asyncio.Future[LiveResult | None]:
-        """Hand ``step``'s shadows their copy of its inputs; the future gets the live side later."""
-        pool = self._pool
-        assert pool is not None
-        live: asyncio.Future[LiveResult | None] = asyncio.get_running_loop().create_future()
-        for shadow in step.shadows:
-            comparison = self._comparisons.get(shadow.name)
-            if comparison is not None:
-                pool.submit(
-                    comparison, _candidate(shadow, args), live=live, request_id=request_id, results=results
-                )
-        return live
+        return bool(self._shadows)
 
     async def run(
         self,
@@ -151,7 +136,7 @@ class PlanRunner:
                 await call.step(stage.waiting[0], values)
             elif stage.waiting:
                 await call.concurrently(stage.waiting, values)
-        return tuple(values[slot] for slot in plan.output_slots)  # type: ignore[misc]
+        return tuple(values[slot] for slot in plan.output_slots)  # type: ignore[misc]  # all filled by now
 
 
 class _Call:
@@ -185,16 +170,19 @@ class _Call:
             raise _first_error(group_error) from None
 
     async def step(self, step: Step, values: Values) -> None:
-        if isinstance(step, ModelStep) and step.shadows and self.runner._pool is not None:
-            await self._mirrored(step, values)
+        bindings = self.runner._shadows.get(step.name) if self.runner._shadows else None
+        if bindings:
+            await self._mirrored(step, bindings, values)  # type: ignore[arg-type]  # only model steps have shadows
         else:
             await self._step(step, values)
 
-    async def _mirrored(self, step: ModelStep, values: Values) -> None:
+    async def _mirrored(self, step: ModelStep, bindings: tuple[ShadowBinding, ...], values: Values) -> None:
         """Run a model step that has shadows: they start now, on the same input arrays, and are
         compared with its outputs once known (``None``: it failed or was recovered)."""
-        args: list[np.ndarray] = [values[i] for i in step.inputs]  # type: ignore[misc]
-        live = self.runner._mirror(step, args, self.request_id, self.shadows)
+        args: list[np.ndarray] = [values[i] for i in step.inputs]  # type: ignore[misc]  # a shadow mirrors inputs as they are
+        dispatcher = self.runner._dispatcher
+        assert dispatcher is not None
+        live = dispatcher.launch(bindings, args, request_id=self.request_id, results=self.shadows)
         start = time.perf_counter_ns()
         result: LiveResult | None = None
         try:
@@ -202,7 +190,7 @@ class _Call:
                 outputs = {
                     name: values[slot] for name, slot in zip(step.output_names, step.outputs, strict=True)
                 }
-                result = LiveResult(outputs, time.perf_counter_ns() - start)  # type: ignore[arg-type]
+                result = LiveResult(outputs, time.perf_counter_ns() - start)  # type: ignore[arg-type]  # the step ran: set
         finally:
             if not live.done():
                 live.set_result(result)
@@ -221,30 +209,30 @@ class _Call:
             return True
         branch_rows: dict[str, int] | None = None
         queue_ns = 0
-        batch = _NO_BATCH  # (rows of the batch a batching model ran these rows in, counted here)
+        batch_rows = 0  # rows of the batch a batching model ran these rows in
+        counts_batch = False  # and whether this request counts that batch
         recovered = False
         statuses: np.ndarray | None = None
+        present = cast(list[np.ndarray], args)  # every input is there: _needs_absent said so
         try:
             if isinstance(step, FunctionStep):
-                outs = step.fn(args)  # type: ignore[arg-type]
+                outs = step.fn(present)
             elif isinstance(step, ModelStep):
-                QUEUE_WAIT_NS.set(0)
-                if self._inline(step, args):  # finishes without suspending: a timer could not stop it
-                    outs = await step.runtime.run(args)  # type: ignore[arg-type]
+                if self._inline(step, present):  # finishes without suspending: a timer could not stop it
+                    outs = step.runtime.run_inline(present)
                 else:
-                    BATCH_RUN.set(_NO_BATCH)
-                    outs = await self._bounded(step, step.runtime.run(args))  # type: ignore[arg-type]
-                    batch = BATCH_RUN.get()
-                queue_ns = QUEUE_WAIT_NS.get()
+                    run = await self._bounded_run(step, present)
+                    outs = run.outputs
+                    queue_ns, batch_rows, counts_batch = run.queue_ns, run.batch_rows, run.counts_batch
             elif isinstance(step, FeatureStep):
                 outs, statuses = await fetch_features(
                     step,
-                    args[0],  # type: ignore[arg-type]
+                    present[0],
                     deadline,
                     store=self.runner._stores,
                 )
             else:
-                outs, branch_rows = await self._route(step, args, values)
+                outs, branch_rows = await self._route(step, present, values)
         except EngineError as exc:
             if step.recovery is not None and self._recoverable(exc):
                 outs, recovered = await self._recover(step, start, exc, values), True
@@ -275,13 +263,13 @@ class _Call:
         rows = int(args[0].shape[0]) if args and args[0] is not None and args[0].ndim else self.rows
         stats = self.runner._node_stats[step.name]
         stats.record(True, duration, rows, queue_ns)
-        if batch[1]:
-            stats.count_batch(batch[0])
+        if counts_batch:
+            stats.count_batch(batch_rows)
         if statuses is not None:
             stats.count_features(statuses)
         if self.observer is not None:
             self._observe(
-                step, start, duration, rows, args, outs, branch_rows, None, queue_ns, statuses, batch[0]
+                step, start, duration, rows, args, outs, branch_rows, None, queue_ns, statuses, batch_rows
             )
         return False
 
@@ -313,9 +301,9 @@ class _Call:
         assert isinstance(recovery, Fallback)
         for inner in recovery.steps:
             await self.step(inner, values)  # a failing fallback fails the request, naming itself
-        return tuple(values[slot] for slot in recovery.results)  # type: ignore[misc]
+        return tuple(values[slot] for slot in recovery.results)  # type: ignore[misc]  # the recovery filled them
 
-    def _inline(self, step: ModelStep, args: list[np.ndarray | None]) -> bool:
+    def _inline(self, step: ModelStep, args: list[np.ndarray]) -> bool:
         """Whether the runtime will run this batch synchronously on the event loop."""
         limit = self.runner._inline_rows.get(step.name, 0)
         if limit <= 0:
@@ -324,18 +312,17 @@ class _Call:
         rows = int(first.shape[0]) if first is not None and first.ndim else 1
         return rows <= limit
 
-    async def _bounded(self, step: Step, awaitable):  # type: ignore[no-untyped-def]
-        """Await ``awaitable`` within the node's timeout and the request's deadline."""
+    async def _bounded_run(self, step: ModelStep, args: list[np.ndarray]) -> ModelRun:
+        """Run ``step``'s model within the node's timeout and the request's deadline."""
         budget = step.timeout_s
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             budget = left if budget is None else min(budget, left)
-        RUN_DEADLINE.set(None if budget is None else time.monotonic() + budget)  # batching runtimes read it
         if budget is None:
-            return await awaitable
+            return await step.runtime.run(args)
         try:
             async with asyncio.timeout(budget):
-                return await awaitable
+                return await step.runtime.run(args, deadline=time.monotonic() + budget)
         except TimeoutError:
             if step.timeout_s is not None and budget == step.timeout_s:
                 msg = f"node '{step.name}' exceeded its timeout of {step.timeout_s * 1000:g} ms"
@@ -381,7 +368,7 @@ class _Call:
                 local[slot] = array[rows]
         for inner in branch.steps:
             await self.step(inner, local)
-        return tuple(local[slot] for slot in branch.results)  # type: ignore[misc]
+        return tuple(local[slot] for slot in branch.results)  # type: ignore[misc]  # the branch filled them
 
     def _fail(self, step: Step, start: int, exc: BaseException | None, recovered: str | None = None) -> None:
         duration = time.perf_counter_ns() - start
@@ -393,8 +380,19 @@ class _Call:
             self._observe(step, start, duration, 0, [], (), None, error)
 
     def _observe(
-        self, step, start, duration, rows, args, outs, branch_rows, error, queue_ns=0, statuses=None, batch=0
-    ) -> None:  # type: ignore[no-untyped-def]
+        self,
+        step: Step,
+        start: int,
+        duration: int,
+        rows: int,
+        args: Sequence[np.ndarray | None],
+        outs: Sequence[np.ndarray],
+        branch_rows: dict[str, int] | None,
+        error: str | None,
+        queue_ns: int = 0,
+        statuses: np.ndarray | None = None,
+        batch: int = 0,
+    ) -> None:
         names = self.runner.plan.slot_names
         assert self.observer is not None
         self.observer.on_node(
@@ -490,17 +488,6 @@ def _needs_absent(step: Step, args: list[np.ndarray | None], values: Values) -> 
     if isinstance(step, RouteStep):
         return any(values[slot] is None for branch in step.branches for slot in branch.row_inputs)
     return False
-
-
-def _candidate(shadow: ShadowStep, args: list[np.ndarray]) -> ShadowWork:
-    """The shadow pool's work unit: run the candidate on the target's input arrays, timed."""
-
-    async def run() -> ShadowRun:
-        start = time.perf_counter_ns()
-        outputs = await shadow.runtime.run(args)
-        return ShadowRun(dict(zip(shadow.output_names, outputs, strict=True)), time.perf_counter_ns() - start)
-
-    return run
 
 
 def _all_steps(plan: Plan) -> list[Step]:

@@ -7,13 +7,17 @@ converts JSON-ish Python values to tensors using the graph's ModelMetadata.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.message import Message
 
 from engine.protocol.generated.engine.v1 import engine_pb2 as epb
 from engine.protocol.generated.inference import grpc_service_pb2 as pb
 from engine.tensors import DataType
+
+R = TypeVar("R", bound=Message)
 
 
 class RemoteError(Exception):
@@ -42,8 +46,8 @@ class EngineClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, service: str, method: str, request, response_type):  # type: ignore[no-untyped-def]
-        call = self._channel.unary_unary(
+    def _call(self, service: str, method: str, request: Message, response_type: type[R]) -> R:
+        call: grpc.UnaryUnaryMultiCallable[Message, R] = self._channel.unary_unary(
             f"/{service}/{method}",
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=response_type.FromString,
@@ -89,7 +93,7 @@ class EngineClient:
             epb.ExplainResponse,
         )
 
-    def admin(self, method: str, request, response_type):  # type: ignore[no-untyped-def]
+    def admin(self, method: str, request: Message, response_type: type[R]) -> R:
         return self._call("engine.v1.Engine", method, request, response_type)
 
 

@@ -226,7 +226,7 @@ def _decode_bytes_framing(name: str, data: bytes, count: int) -> np.ndarray:
 def _decode_typed(
     spec: TensorSpec,
     tensor: pb.ModelInferRequest.InferInputTensor,
-    typed: list[tuple[FieldDescriptor, Any]],
+    typed: Sequence[tuple[FieldDescriptor, Any]],
     shape: tuple[int, ...],
     count: int,
 ) -> np.ndarray:

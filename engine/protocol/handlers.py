@@ -16,22 +16,22 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from engine.protocol.auth import INFERENCE, OPEN, TokenGuard
 from engine.protocol.codec import CodecLimits, parse_message
 from engine.protocol.status import abort
+from engine.serving.auth import INFERENCE, OPEN, TokenGuard
 
-Method = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]
+Method = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]
 
 
 def _wrap(
     method: Method, request_type: type[Message], limits: CodecLimits, guard: TokenGuard | None, level: str
-) -> Callable[[bytes, grpc.aio.ServicerContext], Any]:
+) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Any]:
     check = guard.check if guard is not None and guard.enabled and level != OPEN else None
 
-    async def handle(data: bytes, context: grpc.aio.ServicerContext) -> Message:
+    async def handle(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         try:
             if check is not None:  # before the bytes are even parsed
-                check(context.invocation_metadata(), level)  # type: ignore[arg-type]
+                check(context.invocation_metadata(), level)  # type: ignore[arg-type]  # stubs type it _Metadatum, not tuples
             request = parse_message(request_type, data, limits)
             return await method(request, context)
         except asyncio.CancelledError:
@@ -55,9 +55,9 @@ def generic_handler(
 ) -> grpc.GenericRpcHandler:
     """A handler for ``service`` whose methods are ``name -> (coroutine, request type)``.
 
-    ``levels`` names the credentials each method needs (``engine.protocol.auth``)."""
+    ``levels`` names the credentials each method needs (``engine.serving.auth``)."""
     levels = levels or {}
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         name: grpc.unary_unary_rpc_method_handler(
             _wrap(method, request_type, limits, guard, levels.get(name, default_level)),
             request_deserializer=None,

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from engine.execution.stats import Duration, GraphStats, NodeStats
-from engine.graph.plan import NodeInfo
+from engine.graph.values.plan import NodeInfo
 from engine.protocol.generated.inference import grpc_service_pb2 as pb
 from engine.protocol.generated.inference import model_config_pb2 as mc
-from engine.repository import ServedGraph
+from engine.serving import GraphView
+from engine.serving.admin import NODE_SEPARATOR
 from engine.tensors import TensorSpec
 
 PLATFORM = "ensemble"
-NODE_SEPARATOR = "."
 
 _CONFIG_TYPES = {
     "BOOL": mc.TYPE_BOOL,
@@ -43,14 +43,13 @@ def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadat
     )
 
 
-def model_metadata(served: ServedGraph, versions: Iterable[str]) -> pb.ModelMetadataResponse:
-    plan = served.graph.plan
+def model_metadata(view: GraphView) -> pb.ModelMetadataResponse:
     return pb.ModelMetadataResponse(
-        name=served.name,
-        versions=list(versions),
+        name=view.name,
+        versions=list(view.versions),
         platform=PLATFORM,
-        inputs=[_tensor_metadata(s) for s in plan.inputs],
-        outputs=[_tensor_metadata(s) for s in plan.outputs],
+        inputs=[_tensor_metadata(s) for s in view.inputs],
+        outputs=[_tensor_metadata(s) for s in view.outputs],
     )
 
 
@@ -59,31 +58,30 @@ def batches(specs: Iterable[TensorSpec]) -> bool:
     return all(s.shape and s.shape[0] == -1 for s in specs)
 
 
-def model_config(served: ServedGraph, max_batch_size: int) -> mc.ModelConfig:
-    plan = served.graph.plan
-    batching = batches(plan.inputs) and batches(plan.outputs)
+def model_config(view: GraphView, max_batch_size: int) -> mc.ModelConfig:
+    batching = batches(view.inputs) and batches(view.outputs)
     skip = 1 if batching else 0
     config = mc.ModelConfig(
-        name=served.name,
+        name=view.name,
         platform=PLATFORM,
         max_batch_size=max_batch_size if batching else 0,
         input=[
             mc.ModelInput(name=s.name, data_type=_CONFIG_TYPES[s.datatype.value], dims=list(s.shape[skip:]))
-            for s in plan.inputs
+            for s in view.inputs
         ],
         output=[
             mc.ModelOutput(name=s.name, data_type=_CONFIG_TYPES[s.datatype.value], dims=list(s.shape[skip:]))
-            for s in plan.outputs
+            for s in view.outputs
         ],
     )
-    config.parameters["graph_version"].string_value = served.version
-    config.parameters["source_sha256"].string_value = served.graph.source_sha256
-    for node in plan.nodes:
+    config.parameters["graph_version"].string_value = view.version
+    config.parameters["source_sha256"].string_value = view.source_sha256
+    for node in view.nodes:
         if node.kind == "shadow":  # off the response path: not a step of the ensemble
             continue
         step = config.ensemble_scheduling.step.add()
-        step.model_name = served.name + NODE_SEPARATOR + node.name
-        step.model_version = int(served.version) if served.version.isdigit() else -1
+        step.model_name = view.name + NODE_SEPARATOR + node.name
+        step.model_version = int(view.version) if view.version.isdigit() else -1
         for i, ref in enumerate(node.inputs):
             step.input_map[f"input{i}"] = ref
         for out in node.outputs:
@@ -93,10 +91,10 @@ def model_config(served: ServedGraph, max_batch_size: int) -> mc.ModelConfig:
     return config
 
 
-def node_config(served: ServedGraph, node: NodeInfo) -> mc.ModelConfig:
+def node_config(view: GraphView, node: NodeInfo) -> mc.ModelConfig:
     """A composing model's config: a node with its inputs and outputs."""
     config = mc.ModelConfig(
-        name=served.name + NODE_SEPARATOR + node.name,
+        name=view.name + NODE_SEPARATOR + node.name,
         platform="onnxruntime_onnx" if node.kind == "model" else node.kind,
         backend="onnxruntime" if node.kind == "model" else "graph",
         output=[

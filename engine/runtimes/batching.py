@@ -10,7 +10,7 @@ as soon as
   first, so no batch ever holds more), or exactly one of ``preferred_batch_sizes``;
 * the oldest queued request has waited ``max_queue_delay``;
 * a queued request has spent half of the time it had left when it arrived (its
-  ``RUN_DEADLINE``, set by the executor, less the model's measured run time): the queue
+  ``deadline`` given to ``run``, less the model's measured run time): the queue
   delay never exceeds a request's remaining time, and leaves it as much again for the
   run, the rest of its graph and the answer's way back;
 * the next request's arrays differ beyond the batch dimension (a model with a dynamic
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InternalError, InvalidRequest, ModelContractError, Unavailable
-from engine.interfaces import BATCH_RUN, QUEUE_WAIT_NS, RUN_DEADLINE, BatchingOptions, ModelRuntime
+from engine.interfaces import BatchingOptions, ModelRun, ModelRuntime, RuntimeTraits
 
 Key = tuple[tuple[int, ...], ...]  # every input's shape beyond the batch dimension
 
@@ -76,8 +76,8 @@ class _Done:
 class BatchingRuntime:
     """A ``ModelRuntime`` that batches concurrent calls to ``inner`` (see the module docstring).
 
-    ``run_estimate_s``: how long a full batch is expected to run (from the inner model's
-    warm-up when it measured one); a request's rows wait at most half of what is left of its
+    ``run_estimate_s``: how long a full batch is expected to run (the loader passes the inner
+    model's measured warm-up); a request's rows wait at most half of what is left of its
     deadline once this is set aside. ``warm_up_alone``: the first call skips the queue (see the
     module docstring).
     """
@@ -87,7 +87,7 @@ class BatchingRuntime:
         inner: ModelRuntime,
         options: BatchingOptions,
         *,
-        run_estimate_s: float | None = None,
+        run_estimate_s: float = 0.0,
         warm_up_alone: bool = True,
     ) -> None:
         if options.max_batch_size < 1:
@@ -97,13 +97,11 @@ class BatchingRuntime:
         self.path: Path = inner.path
         self.sha256: str = inner.sha256
         self.signature = inner.signature
+        self.traits = RuntimeTraits(batching=True, terminates=inner.traits.terminates)
         self.max_batch_size = options.max_batch_size
         self._delay_s = max(0.0, options.max_queue_delay_s)
         self._preferred = frozenset(s for s in options.preferred_batch_sizes if s < options.max_batch_size)
-        if run_estimate_s is None:
-            measured = getattr(inner, "warmup_probe_ns", None) or getattr(inner, "warmup_run_ns", None)
-            run_estimate_s = measured / 1e9 if measured else 0.0
-        self._estimate_s = run_estimate_s
+        self._estimate_s = max(0.0, run_estimate_s)
         self._name = inner.path.name
         self._specs = tuple(
             (t.name, t.datatype.numpy_dtype, t.shape[1:] if t.shape else ()) for t in inner.signature.inputs
@@ -123,7 +121,11 @@ class BatchingRuntime:
     def __repr__(self) -> str:
         return f"BatchingRuntime({self.inner!r}, max_batch_size={self.max_batch_size})"
 
-    async def run(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+    def run_inline(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """Never: rows wait for others in a queue (``traits.inline_max_rows`` is 0)."""
+        raise InternalError(f"model '{self._name}' batches its runs and cannot run inline")
+
+    async def run(self, inputs: Sequence[np.ndarray], *, deadline: float | None = None) -> ModelRun:
         """Run ``inputs`` as part of a batch; the result holds this caller's rows only."""
         rows, key = self._check(inputs)
         if self._closed:
@@ -132,16 +134,19 @@ class BatchingRuntime:
             self._warm = True
             return await self._alone(inputs, rows)
         loop = self._loop = asyncio.get_running_loop()
-        entry = _Entry(inputs, rows, loop.create_future(), RUN_DEADLINE.get())
+        entry = _Entry(inputs, rows, loop.create_future(), deadline)
         self._enqueue(entry, key)
         try:
             done = await entry.future
         except asyncio.CancelledError:
             self._withdraw(entry)
             raise
-        QUEUE_WAIT_NS.set(done.started_ns - entry.enqueued_ns + done.pool_wait_ns)
-        BATCH_RUN.set((done.size, done.counted))
-        return done.outputs
+        return ModelRun(
+            done.outputs,
+            queue_ns=done.started_ns - entry.enqueued_ns + done.pool_wait_ns,
+            batch_rows=done.size,
+            counts_batch=done.counted,
+        )
 
     # --- admission -------------------------------------------------------------------------------
 
@@ -233,8 +238,8 @@ class BatchingRuntime:
                 batch = entries[0].inputs
             else:
                 batch = [np.concatenate([e.inputs[i] for e in entries]) for i in range(len(self._specs))]
-            QUEUE_WAIT_NS.set(0)
-            outputs = await self.inner.run(batch)
+            run = await self.inner.run(batch)
+            outputs = run.outputs
             self._check_rows(outputs, size)
         except Exception as exc:
             for entry in entries:
@@ -246,7 +251,7 @@ class BatchingRuntime:
                 if not entry.future.done():
                     entry.future.set_exception(Unavailable(f"model '{self._name}' was closed during its run"))
             raise
-        pool_wait = QUEUE_WAIT_NS.get()
+        pool_wait = run.queue_ns
         counted = False
         offset = 0
         for entry in entries:
@@ -257,27 +262,24 @@ class BatchingRuntime:
                 counted = True
             offset = end
 
-    async def _alone(self, inputs: Sequence[np.ndarray], rows: int) -> tuple[np.ndarray, ...]:
+    async def _alone(self, inputs: Sequence[np.ndarray], rows: int) -> ModelRun:
         """A request too big to share a batch (or empty): run it by itself, in chunks if need be."""
         if rows <= self.max_batch_size:
-            outputs = await self.inner.run(inputs)
-            self._check_rows(outputs, rows)
+            run = await self.inner.run(inputs)
+            self._check_rows(run.outputs, rows)
             self.batches += 1
-            BATCH_RUN.set((rows, rows > 0))
-            return outputs
+            return ModelRun(run.outputs, queue_ns=run.queue_ns, batch_rows=rows, counts_batch=rows > 0)
         parts: list[tuple[np.ndarray, ...]] = []
         waited = 0
         for start in range(0, rows, self.max_batch_size):
             chunk = [a[start : start + self.max_batch_size] for a in inputs]
-            QUEUE_WAIT_NS.set(0)
-            out = await self.inner.run(chunk)
-            waited += QUEUE_WAIT_NS.get()
-            self._check_rows(out, chunk[0].shape[0])
+            part = await self.inner.run(chunk)
+            waited += part.queue_ns
+            self._check_rows(part.outputs, chunk[0].shape[0])
             self.batches += 1
-            parts.append(out)
-        QUEUE_WAIT_NS.set(waited)
-        BATCH_RUN.set((self.max_batch_size, True))
-        return tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+            parts.append(part.outputs)
+        outputs = tuple(np.concatenate(column) for column in zip(*parts, strict=True))
+        return ModelRun(outputs, queue_ns=waited, batch_rows=self.max_batch_size, counts_batch=True)
 
     def _check_rows(self, outputs: Sequence[np.ndarray], rows: int) -> None:
         for spec, out in zip(self.signature.outputs, outputs, strict=False):

@@ -41,7 +41,7 @@ import numpy as np
 import onnxruntime as ort
 
 from engine.errors import InternalError, ModelContractError
-from engine.interfaces import QUEUE_WAIT_NS, ModelOptions, ModelSignature
+from engine.interfaces import ModelOptions, ModelRun, ModelSignature, RuntimeTraits
 from engine.runtimes.batching import BatchingRuntime
 from engine.runtimes.onnx_session import (
     Warmup,
@@ -89,6 +89,7 @@ class OnnxModel:
         self.signature = shared.signature
         self.inline_max_rows = inline_max_rows
         self.inline = inline_max_rows > 0
+        self.traits = RuntimeTraits(inline_max_rows=inline_max_rows, terminates=True)
         self.warmup_run_ns = shared.warmup.run_ns
         self.warmup_probe_ns = shared.warmup.probe_run_ns
         self.warmup_error = shared.warmup.error
@@ -108,11 +109,18 @@ class OnnxModel:
         mode = f"inline up to {self.inline_max_rows} rows" if self.inline else "pool"
         return f"OnnxModel({self._name!r}, {mode}, warmup_run_ns={self.warmup_run_ns})"
 
-    async def run(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
-        """Run one batch: arrays in ``signature.inputs`` order, results in ``signature.outputs`` order."""
+    def run_inline(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        """Run one batch on the calling thread (the event loop, for at most ``inline_max_rows`` rows)."""
+        return self.run_sync(inputs)
+
+    async def run(self, inputs: Sequence[np.ndarray], *, deadline: float | None = None) -> ModelRun:
+        """Run one batch: arrays in ``signature.inputs`` order, results in ``signature.outputs`` order.
+
+        Batches of at most ``inline_max_rows`` rows run in place; bigger ones in the pool. The
+        deadline is the caller's to enforce (by cancelling): a cancelled pool run terminates."""
         rows = inputs[0].shape[0] if inputs and inputs[0].ndim else 1
         if rows <= self.inline_max_rows:
-            return self.run_sync(inputs)
+            return ModelRun(self.run_sync(inputs))
         loop = asyncio.get_running_loop()
         options = quiet_run_options()  # this run's own: setting ``terminate`` stops only it
         submitted = time.perf_counter_ns()
@@ -124,8 +132,7 @@ class OnnxModel:
             # A run not yet started was taken off the queue; a running one stops at its next node.
             options.terminate = True
             raise
-        QUEUE_WAIT_NS.set(started - submitted)
-        return outputs
+        return ModelRun(outputs, queue_ns=started - submitted)
 
     def _timed_run(
         self, inputs: Sequence[np.ndarray], options: ort.RunOptions
@@ -252,7 +259,10 @@ class OnnxRuntimeFactory:
         )
         if options.batching is None:
             return model
-        return BatchingRuntime(model, options.batching)
+        estimate_ns = shared.warmup.probe_run_ns or shared.warmup.run_ns  # a full batch: the 64-row probe
+        return BatchingRuntime(
+            model, options.batching, run_estimate_s=estimate_ns / 1e9 if estimate_ns else 0.0
+        )
 
     def _open(self, name: str, model_bytes: bytes, threads: int) -> _SharedSession:
         try:
@@ -303,7 +313,7 @@ def _background_thread() -> None:
     normal priority."""
     tid = threading.get_native_id()
     try:
-        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         return
     except (AttributeError, OSError):
         pass

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from engine.errors import Overloaded
-from engine.protocol.admission import Admission, LoopLagMonitor
+from engine.serving.admission import Admission, LoopLagMonitor
 
 
 async def test_no_limit_admits_everything() -> None:
@@ -79,7 +79,7 @@ async def test_a_cancelled_waiter_leaks_no_slot() -> None:
 
 
 async def test_a_lagging_event_loop_sheds_new_calls() -> None:
-    from engine.protocol.admission import LoopLagMonitor
+    from engine.serving.admission import LoopLagMonitor
 
     admission = Admission(limit=8, max_queue=8, max_wait_s=0.02)
     monitor = LoopLagMonitor(admission, interval_s=0.005)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import PermissionDenied, Unauthenticated
-from engine.protocol.auth import ADMIN, INFERENCE, OPEN, TokenGuard
+from engine.serving.auth import ADMIN, INFERENCE, OPEN, TokenGuard
 
 BOTH = TokenGuard(inference_tokens=(b"infer-secret",), admin_tokens=(b"admin-secret",))
 

@@ -8,7 +8,6 @@ irrelevant to what is checked.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,14 +16,7 @@ import numpy as np
 import pytest
 
 from engine.errors import InternalError, InvalidRequest, ModelContractError, Unavailable
-from engine.interfaces import (
-    BATCH_RUN,
-    QUEUE_WAIT_NS,
-    RUN_DEADLINE,
-    BatchingOptions,
-    ModelOptions,
-    ModelSignature,
-)
+from engine.interfaces import BatchingOptions, ModelOptions, ModelSignature
 from engine.runtimes.batching import BatchingRuntime
 from engine.runtimes.onnx import OnnxRuntimeFactory
 from tests.fakes import FakeModel, spec
@@ -58,14 +50,9 @@ def batcher(
 
 
 async def call(runtime: BatchingRuntime, x: np.ndarray, deadline: float | None = None) -> tuple:
-    """One caller in its own context (as each request is), returning outputs and what it was told."""
-
-    async def inner() -> tuple:
-        RUN_DEADLINE.set(deadline)
-        out = await runtime.run([x])
-        return out, BATCH_RUN.get(), QUEUE_WAIT_NS.get()
-
-    return await asyncio.create_task(inner(), context=contextvars.copy_context())
+    """One caller: its outputs, the batch it ran in (rows, whether it counts it) and its queue wait."""
+    run = await runtime.run([x], deadline=deadline)
+    return run.outputs, (run.batch_rows, run.counts_batch), run.queue_ns
 
 
 async def test_concurrent_callers_get_exactly_their_own_rows() -> None:
@@ -258,9 +245,9 @@ async def test_the_onnx_factory_batches_and_matches_per_request_runs(tmp_path: P
             rest = await asyncio.gather(
                 *(call(runtime, x, deadline=time.monotonic() + 0.5) for x in inputs[7:])  # by deadline
             )
-        outputs = [out[0] for out in first] + [out[0][0] for out in rest]
+        outputs = [run.outputs[0] for run in first] + [out[0][0] for out in rest]
         for x, out in zip(inputs, outputs, strict=True):
-            np.testing.assert_allclose(out, single.run_sync([x])[0], rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(out, single.run_inline([x])[0], rtol=1e-6, atol=1e-6)
         runtime.close()
         single.close()
     finally:

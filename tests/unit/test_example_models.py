@@ -100,8 +100,8 @@ def test_signatures_are_as_declared(models: dict[str, OnnxModel], name: str, inp
 
 async def test_quickstart_chain_separates_the_classes(models: dict[str, OnnxModel]) -> None:
     x, y = bm.quickstart_data(2000, seed=HELD_OUT_SEED)
-    (z,) = await models["scaler"].run([x])
-    (prob,) = await models["classifier"].run([np.clip(z, -3.0, 3.0)])
+    (z,) = (await models["scaler"].run([x])).outputs
+    (prob,) = (await models["classifier"].run([np.clip(z, -3.0, 3.0)])).outputs
     assert prob.shape == (2000, 1) and prob.dtype == np.float32
     assert prob.min() >= 0.0 and prob.max() <= 1.0
     assert roc_auc_score(y, prob[:, 0]) > 0.85
@@ -111,7 +111,10 @@ async def test_fraud_models_and_their_composition_rank_fraud_first(models: dict[
     amount, features, y = bm.fraud_data(20000, seed=HELD_OUT_SEED)
     x = bm.fraud_x(amount, features)
     high = amount[:, 0] > bm.HIGH_AMOUNT
-    probs = {name: (await models[name].run([x]))[0][:, 0] for name in ("ip_risk", "light", "deep", "deep_v2")}
+    probs = {
+        name: (await models[name].run([x])).outputs[0][:, 0]
+        for name in ("ip_risk", "light", "deep", "deep_v2")
+    }
     for name, prob in probs.items():
         assert prob.dtype == np.float32 and prob.min() >= 0.0 and prob.max() <= 1.0, name
     assert roc_auc_score(y, probs["ip_risk"]) > 0.8
@@ -126,7 +129,7 @@ async def test_fraud_models_and_their_composition_rank_fraud_first(models: dict[
 
 async def test_eta_model_predicts_delivery_minutes(models: dict[str, OnnxModel]) -> None:
     x, minutes = bm.eta_data(5000, seed=HELD_OUT_SEED)
-    (predicted,) = await models["eta"].run([x])
+    (predicted,) = (await models["eta"].run([x])).outputs
     assert predicted.shape == (5000, 1)
     error = np.abs(predicted[:, 0] - minutes)
     baseline = np.abs(minutes - minutes.mean()).mean()  # always answering the mean
@@ -151,7 +154,7 @@ async def test_mlp32_matches_its_numpy_definition(built: Path, models: dict[str,
     x = np.random.default_rng(1).normal(size=(16, 32)).astype(np.float32)
     hidden = np.maximum(x @ weights["W1"] + weights["b1"], 0.0)
     expected = 1 / (1 + np.exp(-(hidden @ weights["W2"] + weights["b2"])))
-    (y,) = await models["mlp32"].run([x])
+    (y,) = (await models["mlp32"].run([x])).outputs
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
 
 

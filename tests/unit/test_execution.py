@@ -10,7 +10,7 @@ import pytest
 
 from engine.errors import DeadlineExceeded, InternalError, InvalidRequest
 from engine.execution import PlanRunner
-from engine.graph.plan import Branch, FunctionStep, ModelStep, Plan, RouteStep
+from engine.graph.values.plan import Branch, FunctionStep, ModelStep, Plan, RouteStep
 from engine.interfaces import ModelSignature
 from tests.fakes import FakeModel, RecordingObserver, linear_model, spec
 
@@ -193,12 +193,12 @@ async def test_failures_are_counted():
 
 
 async def test_thread_pool_wait_reported_by_a_runtime_is_kept_apart_from_compute():
-    from engine.interfaces import QUEUE_WAIT_NS
+    import dataclasses
 
     class QueuedModel(FakeModel):
-        async def run(self, inputs):  # type: ignore[no-untyped-def]
-            QUEUE_WAIT_NS.set(7_000)  # as a runtime does after waiting 7 µs for a thread
-            return await super().run(inputs)
+        async def run(self, inputs, *, deadline=None):  # type: ignore[no-untyped-def]
+            run = await super().run(inputs, deadline=deadline)
+            return dataclasses.replace(run, queue_ns=7_000)  # as after waiting 7 µs for a thread
 
     base = linear_model()
     queued = QueuedModel(signature=base.signature, fn=base.fn)

@@ -172,7 +172,7 @@ def test_slow_model_goes_to_the_pool_and_leaves_the_event_loop_free(tmp_path: Pa
         task = asyncio.create_task(ticker())
         await asyncio.sleep(0)
         start = ticks
-        (y,) = await model.run([x])
+        (y,) = (await model.run([x])).outputs
         progressed = ticks - start
         task.cancel()
         np.testing.assert_allclose(y, x, rtol=1e-3)
@@ -190,14 +190,14 @@ async def test_run_matches_numpy_inline_and_in_the_pool(tmp_path: Path, factory)
     x = RNG.normal(size=(5, 3)).astype(np.float32)
     for execution in ("inline", "pool"):
         model = factory.load(path, ModelOptions(execution=execution))
-        (y,) = await model.run([x])
+        (y,) = (await model.run([x])).outputs
         np.testing.assert_allclose(y, x @ W + B, rtol=1e-5, atol=1e-6)
         assert y.dtype == np.float32 and y.shape == (5, 2)
 
 
 async def test_run_accepts_read_only_buffers(linear: OnnxModel) -> None:
     x = np.frombuffer(np.arange(6, dtype=np.float32).tobytes(), np.float32).reshape(2, 3)
-    (y,) = await linear.run([x])
+    (y,) = (await linear.run([x])).outputs
     np.testing.assert_allclose(y, x @ W + B, rtol=1e-5)
 
 
@@ -248,12 +248,9 @@ async def test_run_after_factory_close_is_internal_error(tmp_path: Path) -> None
 
 
 async def test_a_pool_run_reports_its_thread_wait(tmp_path: Path, factory: OnnxRuntimeFactory) -> None:
-    from engine.interfaces import QUEUE_WAIT_NS
-
     model = factory.load(linear_model(tmp_path / "m.onnx"), ModelOptions(execution="pool"))
-    QUEUE_WAIT_NS.set(-1)
-    await model.run([np.ones((2, 3), np.float32)])
-    assert QUEUE_WAIT_NS.get() >= 0  # set by the pool path (inline runs leave it alone)
+    run = await model.run([np.ones((2, 3), np.float32)])
+    assert run.queue_ns >= 0 and run.batch_rows == 0 and not run.counts_batch
 
 
 def _pool_thread_in_run_sync() -> bool:
@@ -288,5 +285,5 @@ async def test_a_cancelled_pool_run_is_terminated_not_left_running(tmp_path: Pat
     while slow.terminated == 0 and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     assert slow.terminated == 1 and factory.terminated_runs == 1  # stopped at a node boundary
-    (y,) = await slow.run([x[:2]])  # the session is fine afterwards: the flag was that run's own
+    (y,) = (await slow.run([x[:2]])).outputs  # the session is fine afterwards: the flag was that run's own
     assert y.shape == (2, 1024) and np.isfinite(y).all()

@@ -11,8 +11,8 @@ import pytest
 
 from engine.execution import PlanRunner
 from engine.graph import CompiledGraph
-from engine.graph.logging_policy import HASH_KEY_ENV, LoggingPolicy
-from engine.graph.spec import ModelNode
+from engine.graph.values.logging_policy import HASH_KEY_ENV, LoggingPolicy
+from engine.graph.values.spec import ModelNode
 from engine.observability.request_log import SCHEMA, NodeEventLog, build_record
 from engine.observability.request_record import canonical_bytes, hash_key_from_env, tensor_json
 from tests.unit.graph_cases import FRAUD, load

@@ -1,4 +1,4 @@
-"""The error -> gRPC status table: every row, MRO lookup, and the INTERNAL fallback."""
+"""The error -> Status -> gRPC code tables: every row, MRO lookup, and the INTERNAL fallback."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import grpc.aio
 import pytest
 
 from engine import errors
-from engine.protocol import status
-from engine.protocol.status import StatusReply, abort, status_for
+from engine.protocol.status import GRPC_CODES, StatusReply, abort, status_for
+from engine.serving import failure
 
 Code = grpc.StatusCode
 
@@ -51,7 +51,13 @@ def test_every_row(exc: errors.EngineError, code: grpc.StatusCode) -> None:
 
 def test_every_table_class_has_a_row_here() -> None:
     covered = {type(exc) for exc, _ in ROWS} | {errors.InternalError}
-    assert set(status.STATUS_TABLE) <= covered
+    assert set(errors.STATUS_OF) <= covered
+
+
+def test_every_status_has_a_grpc_code_of_the_same_name() -> None:
+    assert set(GRPC_CODES) == set(errors.Status)
+    for engine_status, code in GRPC_CODES.items():
+        assert code.name == engine_status.name
 
 
 def test_lookup_follows_the_mro_of_subclasses() -> None:
@@ -84,7 +90,7 @@ def test_node_and_tensor_are_named_once() -> None:
 
 def test_long_messages_are_clipped() -> None:
     reply = status_for(errors.InvalidRequest("x" * 100_000))
-    assert len(reply.message) <= status.MAX_MESSAGE_CHARS
+    assert len(reply.message) <= failure.MAX_MESSAGE_CHARS
 
 
 SECRET = "secret detail /srv/app/engine/thing.py"

@@ -7,6 +7,11 @@ split nodes are checked in ``engine.graph.checking.route_checks``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
 from engine.graph.checking.model_files import ModelFiles
 from engine.graph.checking.scope import NodeResult, Scope
 from engine.graph.ops.call import OpCall
@@ -117,7 +122,9 @@ def check_op(scope: Scope, node: OpNode) -> NodeResult | None:
         expr, reads = compiled
         output = TensorSpec("output", expr.datatype, expr.shape)
 
-        def run(arrays, _fn=expr.fn):  # type: ignore[no-untyped-def]
+        def run(
+            arrays: Sequence[np.ndarray], _fn: Callable[[Sequence[np.ndarray]], Any] = expr.fn
+        ) -> tuple[Any]:
             return (_fn(arrays),)
 
         return NodeResult(node, reads, (output,), _op_detail(node), fn=run, shown_inputs=reads)

@@ -196,24 +196,29 @@ class _Compiler:
         return _Part(np.asarray(sample), shape, _closure(func, parts))
 
 
+def _constant(value: Any) -> Evaluator:
+    return lambda _arrays: value
+
+
 def _closure(func: Callable[..., Any], parts: list[_Part]) -> Evaluator:
     """The evaluator of ``func`` over ``parts``: constants bound now, one call per request."""
     runs = [p.run for p in parts]
     consts = [p.sample for p in parts]
     if len(parts) == 1:
-        (a,) = runs
-        assert a is not None
-        return lambda arrays: func(a(arrays))
+        (only,) = runs
+        assert only is not None
+        return lambda arrays: func(only(arrays))
     if len(parts) == 2:
         a, b = runs
         ca, cb = consts
         if a is None:
             assert b is not None
             return lambda arrays: func(ca, b(arrays))
+        assert a is not None
         if b is None:
             return lambda arrays: func(a(arrays), cb)
         return lambda arrays: func(a(arrays), b(arrays))
     getters: list[Evaluator] = [
-        r if r is not None else (lambda _a, c=c: c) for r, c in zip(runs, consts, strict=True)
+        r if r is not None else _constant(c) for r, c in zip(runs, consts, strict=True)
     ]
     return lambda arrays: func(*(g(arrays) for g in getters))

@@ -1,11 +1,18 @@
-"""The request span: opened at the protocol edge, child of the caller's W3C traceparent."""
+"""The request span: opened by the inference core, child of the caller's W3C ``traceparent``.
+
+The span is named ``infer <graph>`` and carries the graph, its version and the request id,
+plus the attributes the front door contributes for its protocol's semantic conventions
+(``InferCall.span_attributes``: ``rpc.system``, ``rpc.service``, ``rpc.method`` for gRPC).
+When sampled, the executor gets a node-span observer (``engine.observability.tracing.NodeSpans``,
+handed in by the bootstrap) that records one child span per executed node."""
 
 from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -14,6 +21,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from engine.interfaces import Observer
 from engine.repository import ServedGraph
+from engine.serving.call import InferCall
 
 ObserverFactory = Callable[[], Observer]
 NodeObserver = Callable[[trace.Tracer, Context, int, str, Mapping[str, Mapping[str, str | int]]], Observer]
@@ -33,19 +41,17 @@ class RequestTracing:
 
     @contextmanager
     def request_span(
-        self, served: ServedGraph, request_id: str, metadata: Sequence[tuple[str, str | bytes]] | None
+        self, served: ServedGraph, call: InferCall[Any]
     ) -> Iterator[tuple[trace.Span, ObserverFactory | None]]:
-        carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
+        carrier = {key.lower(): value for key, value in call.headers() if isinstance(value, str)}
         parent = self._propagator.extract(carrier)
-        attributes: dict[str, str] = {
-            "rpc.system": "grpc",
-            "rpc.service": "inference.GRPCInferenceService",
-            "rpc.method": "ModelInfer",
+        attributes: dict[str, str | int] = {
+            **call.span_attributes(),
             "engine.graph": served.name,
             "engine.graph.version": served.version,
         }
-        if request_id:
-            attributes["engine.request_id"] = request_id
+        if call.request_id:
+            attributes["engine.request_id"] = call.request_id
         with self.tracer.start_as_current_span(
             f"infer {served.name}", context=parent, kind=SpanKind.SERVER, attributes=attributes
         ) as span:

@@ -1,4 +1,4 @@
-"""Bearer-token authentication for the gRPC endpoints.
+"""Bearer-token authentication for every front door (gRPC metadata, HTTP headers).
 
 Clients send ``authorization: Bearer <token>`` in call metadata. Two tokens may be
 configured, each from an environment variable or a file (never from graph files or

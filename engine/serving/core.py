@@ -1,0 +1,248 @@
+"""``InferenceCore``: the one data plane under every front door.
+
+A front door turns its request into an ``InferCall`` and awaits ``infer``; everything the
+call *means* happens here, once, whichever door it came through:
+
+    readiness -> graph and version -> admission -> request span -> decode (timed)
+      -> shadows of the whole graph start -> the plan runs (node shadows start inside)
+      -> encode (timed) -> statistics -> the request record
+
+A call that fails at any step is counted and recorded with its ``Status``; the exception
+goes back to the door, which maps it to its own codes. ``explain`` is the same call with
+one more observer. Operations on server state (reload, unload, statistics, shadow
+reports, the index) belong to ``engine.serving.admin``. The core knows no protobuf, no gRPC
+and no HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from engine.errors import EngineError, Status, status_of
+from engine.interfaces import EventLog, NodeEvent, Observer, RequestOutcome, RequestRecorder
+from engine.repository import GraphRepository, ServedGraph
+from engine.serving.call import InferCall, InferResult
+from engine.serving.failure import current_trace_id
+from engine.serving.state import ServingState
+from engine.serving.tracing import ObserverFactory, RequestTracing
+from engine.shadow.dispatch import ShadowDispatcher
+from engine.shadow.outcome import RequestShadows
+from engine.shadow.runner import LiveResult
+
+R = TypeVar("R")
+
+
+class EventCollector:
+    """An observer that keeps every node event of one call (``explain``)."""
+
+    __slots__ = ("events",)
+
+    def __init__(self) -> None:
+        self.events: list[NodeEvent] = []
+
+    def on_node(self, event: NodeEvent) -> None:
+        self.events.append(event)
+
+
+class _Both:
+    """Hands each event to two observers."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: Observer, second: Observer) -> None:
+        self.first, self.second = first, second
+
+    def on_node(self, event: NodeEvent) -> None:
+        self.first.on_node(event)
+        self.second.on_node(event)
+
+
+class InferenceCore:
+    """Serves inference calls from every front door (see the module docstring)."""
+
+    def __init__(
+        self,
+        repository: GraphRepository,
+        state: ServingState,
+        *,
+        dispatcher: ShadowDispatcher | None = None,
+        recorder: RequestRecorder | None = None,
+        tracing: RequestTracing | None = None,
+    ) -> None:
+        self.repository = repository
+        self.state = state
+        self.dispatcher = dispatcher
+        self.recorder = recorder
+        self.tracing = tracing
+
+    async def infer(self, call: InferCall[R], observer: Observer | None = None) -> R:
+        """Serve one call; ``observer`` (explain) sees every node event besides the usual ones."""
+        t0 = time.perf_counter_ns()
+        life = self.state
+        life.last_arrival = time.monotonic()
+        try:
+            life.check_ready()
+            served: ServedGraph = self.repository.get(call.graph, call.version)
+        except EngineError as exc:  # counted without a graph label: names are unbounded
+            life.count_unrouted(status_of(exc).value)
+            raise
+        admission = life.admission
+        try:
+            await admission.acquire(call.time_remaining())
+        except EngineError as exc:  # shed before any work: counted under its graph
+            served.stats.record_request(
+                ok=False, code=status_of(exc).value, total_ns=time.perf_counter_ns() - t0
+            )
+            raise
+        try:
+            if self.tracing is None:
+                return await self._serve(served, call, t0, None, observer)
+            with self.tracing.request_span(served, call) as (span, spans):
+                try:
+                    response = await self._serve(served, call, t0, spans, observer)
+                except BaseException as exc:
+                    span.set_attributes(call.status_attributes(status_of(exc)))
+                    raise
+                span.set_attributes(call.status_attributes(Status.OK))
+                return response
+        finally:
+            admission.release()
+
+    async def _serve(
+        self,
+        served: ServedGraph,
+        call: InferCall[R],
+        t0: int,
+        spans: ObserverFactory | None,
+        extra: Observer | None,
+    ) -> R:
+        life = self.state
+        life.in_flight += 1
+        status = Status.OK
+        error = ""
+        t1 = t2 = t0
+        rows = 0
+        inputs: list[np.ndarray] = []
+        outputs: tuple[np.ndarray | None, ...] = ()
+        policy = served.policy
+        recorder = self.recorder if policy.enabled else None
+        log: EventLog | None = None
+        mirrors = self.repository.mirrors_of(served.name) if self.dispatcher is not None else ()
+        shadows = (
+            RequestShadows() if recorder is not None and (mirrors or served.runner.has_shadows) else None
+        )
+        live = None
+        try:
+            plan = served.graph.plan
+            inputs = call.decode(plan.inputs, plan.outputs)
+            remaining = call.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining
+            observer = spans() if spans is not None else None
+            if extra is not None:
+                observer = extra if observer is None else _Both(extra, observer)
+            if recorder is not None:  # keeps the node events for the record, forwarding them
+                observer = log = recorder.observer(observer)
+            t1 = time.perf_counter_ns()
+            if mirrors:  # graphs with `shadow_of: <this graph>` start now, on the same inputs
+                assert self.dispatcher is not None
+                live = self.dispatcher.launch(
+                    mirrors, inputs, served.input_names, request_id=call.request_id, results=shadows
+                )
+            outputs = await served.runner.run(
+                inputs, deadline=deadline, observer=observer, request_id=call.request_id, shadows=shadows
+            )
+            t2 = time.perf_counter_ns()
+            if live is not None:
+                named = {n: a for n, a in zip(served.output_names, outputs, strict=True) if a is not None}
+                live.set_result(LiveResult(named, t2 - t1))
+            result = InferResult(
+                served.name,
+                served.version,
+                call.request_id,
+                plan.outputs,
+                outputs,
+                served.output_index,
+                t2 - t1,
+            )
+            response = call.encode(result)
+            rows = _rows(outputs)
+            return response
+        except BaseException as exc:
+            status = status_of(exc)
+            error = str(exc) if isinstance(exc, EngineError) else type(exc).__name__
+            raise
+        finally:
+            life.in_flight -= 1
+            if live is not None and not live.done():  # the live graph failed: nothing to compare
+                live.set_result(None)
+            t3 = time.perf_counter_ns()
+            served.stats.record_request(
+                ok=status is Status.OK,
+                code=status.value,
+                total_ns=t3 - t0,
+                decode_ns=t1 - t0,
+                infer_ns=t2 - t1,
+                encode_ns=t3 - t2,
+                rows=rows,
+            )
+            if recorder is not None:
+                self._record(recorder, served, call, status, error, inputs, outputs, log, shadows, t3 - t0)
+
+    def _record(
+        self,
+        recorder: RequestRecorder,
+        served: ServedGraph,
+        call: InferCall[Any],
+        status: Status,
+        error: str,
+        inputs: Sequence[np.ndarray],
+        outputs: Sequence[np.ndarray | None],
+        log: EventLog | None,
+        shadows: RequestShadows | None,
+        took_ns: int,
+    ) -> None:
+        """Hand the call's outcome to the request log if the graph's policy keeps it."""
+        policy = served.policy
+        reason = policy.should_log(status is Status.OK)
+        if reason is None and shadows is not None and "shadow_disagreement" in policy.always_on:
+            reason = "shadow_disagreement"  # logged only if a shadow disagrees (known later)
+        if reason is None:
+            return
+        names = served.output_names
+        recorder.record(
+            RequestOutcome(
+                request_id=call.request_id,
+                trace_id=current_trace_id(),
+                graph=served.name,
+                version=served.version,
+                protocol=call.protocol,
+                models=served.models,
+                inputs=dict(zip(served.input_names, inputs, strict=False)),
+                outputs={n: a for n, a in zip(names, outputs, strict=False) if a is not None},
+                events=log.events if log is not None else (),
+                status=status.value,
+                error=error,
+                latency_us=took_ns // 1000,
+                time_ns=time.time_ns() - took_ns,
+                policy=policy,
+                reason=reason,
+                shadows=shadows,
+            )
+        )
+
+    async def explain(self, call: InferCall[R]) -> tuple[R, list[NodeEvent]]:
+        """Serve ``call`` like any other (counted, recorded) and also return every node's event."""
+        collector = EventCollector()
+        response = await self.infer(call, collector)
+        return response, collector.events
+
+
+def _rows(outputs: Sequence[np.ndarray | None]) -> int:
+    for array in outputs:
+        if array is not None and array.ndim:
+            return int(array.shape[0])
+    return 1
