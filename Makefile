@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8001
 PYTEST_ARGS ?=
 
-.PHONY: venv models serve test bench soak memrun proto lint format clean image
+.PHONY: venv models serve test bench bench-peers soak memrun proto lint format clean image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ test: models
 
 bench: models
 	$(BIN)/python -m bench.run
+
+# The engine against Triton (nvidia-pytriton's tritonserver) and MLServer in one run (bench/peers.py).
+# The peers get a venv of their own, so their pinned dependencies never touch the engine's.
+PEERS_VENV := .venv-peers
+$(PEERS_VENV)/.installed:
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q 'nvidia-pytriton==0.7.0' 'mlserver==1.7.1' onnxruntime 'numpy<2'
+	touch $@
+
+bench-peers: models $(PEERS_VENV)/.installed
+	$(BIN)/python -m bench.peers
 
 # 10 minutes at 70% of capacity with reloads, varied batches and request logging (SOAK_SECONDS to change).
 soak: models
@@ -60,4 +71,4 @@ image:
 	docker build -t graph-engine:latest .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) .pytest_cache .ruff_cache
