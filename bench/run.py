@@ -107,10 +107,14 @@ def _fraud_sources(folder: Path) -> None:
 
 def _graphs_dir() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="bench-graphs-"))
-    for name, text in (("mlp", SINGLE), ("chain", CHAIN), ("mlp_batched", batching.BATCHED)):
+    for name, text in (("mlp", SINGLE), ("chain", CHAIN)):
         (folder / name).mkdir()
         (folder / name / "graph.yaml").write_text(text)
         shutil.copy(MLP, folder / name / "mlp32.onnx")
+    for name, (text, model) in batching.GRAPHS.items():
+        (folder / name).mkdir()
+        (folder / name / "graph.yaml").write_text(text)
+        shutil.copy(model, folder / name / model.name)
     for name in ("fraud", "quickstart"):
         shutil.copytree(ROOT / "graphs" / name, folder / name)
     shadows.add_graphs(folder)
@@ -120,6 +124,7 @@ def _graphs_dir() -> Path:
 
 def scenarios(graphs: Path, port: int, log_dir: Path | None = None, stalled_url: str = "") -> list[Scenario]:
     x = np.random.default_rng(0).normal(size=(1, 32)).astype(np.float32)
+    wide = np.random.default_rng(1).normal(size=(1, 512)).astype(np.float32)
     floor = [sys.executable, "-m", "bench.floor_server", "--port", str(port), "--model", str(MLP)]
     engine = [
         sys.executable,
@@ -222,6 +227,21 @@ def scenarios(graphs: Path, port: int, log_dir: Path | None = None, stalled_url:
             batching.with_metrics_port(engine, batched_metrics),
             _request("mlp_batched", {"x": x}),
             f"engine, one-model graph with batching, {batching.CONCURRENCY} callers",
+            concurrency=(batching.CONCURRENCY,),
+            metrics_port=batched_metrics,
+        ),
+        Scenario(
+            "engine-wide-c64",
+            engine,
+            _request("wide", {"x": wide}),
+            f"engine, the wide model, no batching, {batching.CONCURRENCY} callers",
+            concurrency=(batching.CONCURRENCY,),
+        ),
+        Scenario(
+            "engine-wide-batched",
+            batching.with_metrics_port(engine, batched_metrics),
+            _request("wide_batched", {"x": wide}),
+            f"engine, the wide model with batching, {batching.CONCURRENCY} callers",
             concurrency=(batching.CONCURRENCY,),
             metrics_port=batched_metrics,
         ),

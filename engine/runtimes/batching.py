@@ -16,6 +16,13 @@ as soon as
 * the next request's arrays differ beyond the batch dimension (a model with a dynamic
   trailing dimension): arrays that cannot be concatenated never share a batch.
 
+Batches run one at a time (a model instance runs one batch; ``--workers`` gives one
+instance per core): while a batch runs, the next one forms. So the queue delay and the
+deadline rule above only start a batch when the model is free; when a batch finishes, the
+rows that queued meanwhile go at once (they have waited a run already), full batches first.
+Under load, batches therefore grow to what arrives during one run instead of what arrives
+during ``max_queue_delay``; with an idle model a lone request waits ``max_queue_delay``.
+
 A dispatched batch runs once, in a task of its own, on the concatenation of its requests'
 arrays in queue order; the outputs are sliced back by row offsets, so every caller gets
 exactly its own rows, in order. A failure fails the requests of that batch only, each with
@@ -32,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -113,6 +121,7 @@ class BatchingRuntime:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._running: set[asyncio.Task[None]] = set()
+        self._ready: deque[list[_Entry]] = deque()  # sealed batches (full, or a shape change) waiting
         self._closed = False
         self._warm = not warm_up_alone
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the queue lives on
@@ -182,14 +191,16 @@ class BatchingRuntime:
 
     def _enqueue(self, entry: _Entry, key: Key) -> None:
         if self._pending and (key != self._key or self._rows + entry.rows > self.max_batch_size):
-            self._dispatch()
+            self._seal()
         now = time.monotonic()
         if not self._pending:
             self._key, self._first_at = key, now
         self._pending.append(entry)
         self._rows += entry.rows
         if self._rows >= self.max_batch_size or self._rows in self._preferred:
-            self._dispatch()
+            self._seal()
+            return
+        if self._running:  # the model is busy: these rows go when it is free (``_next``)
             return
         due = self._first_at + self._delay_s
         if entry.deadline is not None:
@@ -204,28 +215,53 @@ class BatchingRuntime:
         """A queued caller gave up (cancelled): its rows leave the queue; the others stay."""
         try:
             self._pending.remove(entry)
-        except ValueError:  # already dispatched: its batch runs on, the answer is dropped
-            return
+        except ValueError:  # sealed or dispatched
+            for batch in self._ready:
+                if entry in batch:
+                    batch.remove(entry)
+                    break
+            return  # (once dispatched, its batch runs on and the answer is dropped)
         self._rows -= entry.rows
         if not self._pending:
             self._stop_timer()
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._pending:
-            self._dispatch()
+        if self._pending and not self._running:
+            self._seal()
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _dispatch(self) -> None:
+    def _seal(self) -> None:
+        """The pending rows are a batch now: it runs next, or once the model is free."""
         entries, self._pending, self._rows = self._pending, [], 0
         self._stop_timer()
+        self._ready.append(entries)
+        if not self._running:
+            self._next()
+
+    def _next(self) -> None:
+        """Start the next batch: a sealed one, else every row that queued during the last run."""
+        while self._ready and not self._ready[0]:  # every caller of it gave up
+            self._ready.popleft()
+        if self._ready:
+            entries = self._ready.popleft()
+        elif self._pending:
+            entries, self._pending, self._rows = self._pending, [], 0
+            self._stop_timer()
+        else:
+            return
         task = asyncio.get_running_loop().create_task(self._execute(entries))
         self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not self._closed and not self._running:
+            self._next()
 
     # --- execution -------------------------------------------------------------------------------
 
@@ -313,6 +349,8 @@ class BatchingRuntime:
     def _abort(self) -> None:
         self._stop_timer()
         pending, self._pending, self._rows = self._pending, [], 0
+        while self._ready:
+            pending.extend(self._ready.popleft())
         for entry in pending:
             if not entry.future.done():
                 entry.future.set_exception(Unavailable(f"model '{self._name}' was closed"))
