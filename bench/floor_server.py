@@ -3,12 +3,17 @@
 Modes: ``echo`` (answers the input as the output, no model), ``ort-inline``
 (onnxruntime on the event loop), ``ort-pool`` (onnxruntime in a thread pool).
 It does the least a V2 server can: parse, np.frombuffer, run, answer raw.
+
+Transports (``--transport``), to choose the engine's by measurement (``make bench-peers``):
+``aio`` (grpc.aio on uvloop, what the engine uses), ``aio-asyncio`` (grpc.aio on the default
+event loop) and ``sync`` (grpc's thread-pool server, ``--threads`` handler threads).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -23,6 +28,8 @@ def main() -> None:
     parser.add_argument("--mode", choices=("echo", "ort-inline", "ort-pool"), required=True)
     parser.add_argument("--model")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--transport", choices=("aio", "aio-asyncio", "sync"), default="aio")
+    parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
 
     session = None
@@ -32,6 +39,20 @@ def main() -> None:
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
     pool = ThreadPoolExecutor(2)
+
+    def answer(data: bytes) -> bytes:  # the synchronous part, shared by every transport
+        request = pb.ModelInferRequest.FromString(data)
+        tensor = request.inputs[0]
+        x = np.frombuffer(request.raw_input_contents[0], dtype=np.float32).reshape(tuple(tensor.shape))
+        y = x if session is None else session.run(["y"], {"x": x})[0]
+        response = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+        response.outputs.add(name="y", datatype="FP32", shape=list(y.shape))
+        response.raw_output_contents.append(y.tobytes())
+        return response.SerializeToString()
+
+    if args.transport == "sync":
+        serve_sync(args.port, args.threads, answer)
+        return
 
     async def infer(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         request = pb.ModelInferRequest.FromString(data)
@@ -65,12 +86,37 @@ def main() -> None:
         await server.start()
         await server.wait_for_termination()
 
+    if args.transport == "aio-asyncio":
+        asyncio.run(serve())
+        return
     try:
         import uvloop
 
         uvloop.run(serve())
     except ImportError:
         asyncio.run(serve())
+
+
+def serve_sync(port: int, threads: int, answer: Callable[[bytes], bytes]) -> None:
+    """grpc's thread-pool server: each call runs ``answer`` on one of ``threads`` threads."""
+
+    def infer(data: bytes, context: grpc.ServicerContext) -> bytes:
+        return answer(data)
+
+    def ready(data: bytes, context: grpc.ServicerContext) -> bytes:
+        return pb.ServerReadyResponse(ready=True).SerializeToString()
+
+    server = grpc.server(ThreadPoolExecutor(threads))
+    handlers = {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
+        "ServerReady": grpc.unary_unary_rpc_method_handler(ready),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers),)
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Every server serves the same 32→64→1 MLP (``bench/models/mlp32.onnx``) over 
 driven by the same closed-loop load generator (``bench.load``), pinned as in ``make bench``
 (server on one core, load generator on the other):
 
-* ``floor-echo``: bare grpc.aio answering V2 ModelInfer without a model (the Python floor);
+* ``floor-echo``: bare grpc.aio answering V2 ModelInfer without a model (the Python floor),
+  and the same floor on asyncio's loop and on grpc's thread-pool server (``floor-echo-sync``,
+  ``floor-mlp-sync`` with the model): the transports the engine could be built on;
 * ``engine-mlp`` / ``engine-chain2``: this engine, the model alone and the model followed by
   ``sigmoid`` in an expression node;
 * ``triton-mlp`` / ``triton-chain2``: Triton (the ``tritonserver`` binary of the
@@ -221,7 +223,19 @@ def scenarios(folder: Path, port: int) -> list[Scenario]:
     echo, mlp, chain = (_request(name, {"x": x}) for name in ("echo", "mlp", "chain2"))
     mlserver_command = [str(PEERS_VENV / "bin" / "mlserver"), "start", str(mlserver)]
     return [
-        Scenario("floor-echo", [*floor, "--mode", "echo"], echo, "bare grpc.aio, no model"),
+        Scenario("floor-echo", [*floor, "--mode", "echo"], echo, "bare grpc.aio on uvloop, no model"),
+        Scenario(
+            "floor-echo-asyncio", [*floor, "--mode", "echo", "--transport", "aio-asyncio"], echo,
+            "bare grpc.aio on asyncio's own loop, no model",
+        ),
+        Scenario(
+            "floor-echo-sync", [*floor, "--mode", "echo", "--transport", "sync", "--threads", "8"], echo,
+            "bare grpc.server, 8 handler threads, no model",
+        ),
+        Scenario(
+            "floor-mlp-sync", [*floor, "--mode", "ort-inline", "--transport", "sync", "--threads", "8"], mlp,
+            "bare grpc.server, 8 threads, onnxruntime in the handler",
+        ),
         Scenario("engine-mlp", engine, mlp, "this engine, one-model graph"),
         Scenario("triton-mlp", triton, mlp, "Triton 2.51, python backend + onnxruntime", triton_env),
         Scenario(
