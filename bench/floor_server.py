@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("echo", "ort-inline", "ort-pool"), required=True)
     parser.add_argument("--model")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--transport", choices=("aio", "aio-asyncio", "sync"), default="aio")
+    parser.add_argument("--transport", choices=("aio", "aio-asyncio", "sync", "sync-to-loop"), default="aio")
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
 
@@ -52,6 +52,9 @@ def main() -> None:
 
     if args.transport == "sync":
         serve_sync(args.port, args.threads, answer)
+        return
+    if args.transport == "sync-to-loop":
+        serve_sync_to_loop(args.port, args.threads, answer)
         return
 
     async def infer(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -102,6 +105,41 @@ def serve_sync(port: int, threads: int, answer: Callable[[bytes], bytes]) -> Non
 
     def infer(data: bytes, context: grpc.ServicerContext) -> bytes:
         return answer(data)
+
+    def ready(data: bytes, context: grpc.ServicerContext) -> bytes:
+        return pb.ServerReadyResponse(ready=True).SerializeToString()
+
+    server = grpc.server(ThreadPoolExecutor(threads))
+    handlers = {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
+        "ServerReady": grpc.unary_unary_rpc_method_handler(ready),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers),)
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def serve_sync_to_loop(port: int, threads: int, answer: Callable[[bytes], bytes]) -> None:
+    """grpc's thread-pool server handing every call to one asyncio (uvloop) event loop in
+    another thread and waiting for the answer: what an engine on this transport would pay."""
+    import threading
+
+    try:
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    async def on_loop(data: bytes) -> bytes:
+        return answer(data)
+
+    def infer(data: bytes, context: grpc.ServicerContext) -> bytes:
+        return asyncio.run_coroutine_threadsafe(on_loop(data), loop).result()
 
     def ready(data: bytes, context: grpc.ServicerContext) -> bytes:
         return pb.ServerReadyResponse(ready=True).SerializeToString()

@@ -233,6 +233,11 @@ def scenarios(folder: Path, port: int) -> list[Scenario]:
             "bare grpc.server, 8 handler threads, no model",
         ),
         Scenario(
+            "floor-echo-sync-to-loop",
+            [*floor, "--mode", "echo", "--transport", "sync-to-loop", "--threads", "8"], echo,
+            "bare grpc.server, 8 threads, each call run on one asyncio loop",
+        ),
+        Scenario(
             "floor-mlp-sync", [*floor, "--mode", "ort-inline", "--transport", "sync", "--threads", "8"], mlp,
             "bare grpc.server, 8 threads, onnxruntime in the handler",
         ),
