@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8001
 PYTEST_ARGS ?=
 
-.PHONY: venv models serve test bench bench-peers soak memrun proto lint format clean image
+.PHONY: venv models serve test bench bench-peers bench-workers soak memrun proto lint format clean image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ $(PEERS_VENV)/.installed:
 
 bench-peers: models $(PEERS_VENV)/.installed
 	$(BIN)/python -m bench.peers
+
+# --workers 1 and 2 driven by Triton's C++ perf_analyzer, with the client's CPU share (bench/workers.py).
+bench-workers: models
+	$(BIN)/python -m bench.workers
 
 # 10 minutes at 70% of capacity with reloads, varied batches and request logging (SOAK_SECONDS to change).
 soak: models
