@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine.cli.features import close_catalog, find_config, load_catalog
+from engine.cli.run import add_arguments as add_run_arguments
+from engine.cli.run import run_command
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,6 +41,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     draw.add_argument("--output", "-o", type=Path, help="file to write (required for png)")
     draw.add_argument("--config", type=Path, help="engine.yaml declaring feature sources")
     draw.set_defaults(run=_draw)
+    run = graph_sub.add_parser(
+        "run", help="run a graph in this process (no server) and print each node's outputs and timing"
+    )
+    add_run_arguments(run)
+    run.set_defaults(run=run_command)
 
 
 def _graph_files(paths: Sequence[Path]) -> list[Path]:
