@@ -65,7 +65,9 @@ def _graph_files(paths: Sequence[Path]) -> list[Path]:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from engine.errors import GraphInvalid
     from engine.graph import check_graph
+    from engine.graph.loader import read_graph_file
     from engine.runtimes.onnx import OnnxRuntimeFactory
 
     try:
@@ -85,8 +87,15 @@ def _validate(args: argparse.Namespace) -> int:
     errors = warnings = 0
     try:
         for file in files:
+            try:
+                _, text = read_graph_file(file)
+            except GraphInvalid as exc:  # unreadable or not UTF-8: say so, go on with the others
+                for diagnostic in exc.diagnostics:
+                    print(diagnostic)
+                errors += len(exc.diagnostics)
+                continue
             diagnostics = check_graph(
-                file.read_text(),
+                text,
                 filename=str(file),
                 graph_dir=file.parent,
                 runtimes=runtimes,

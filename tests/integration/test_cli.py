@@ -99,6 +99,25 @@ def test_validate_reports_every_mistake_with_its_position(tmp_path: Path, exampl
     assert re.search(r"1 graph\(s\) checked: [3-9] error\(s\)", out.splitlines()[-1]), out
 
 
+def test_validate_reports_a_file_that_is_not_utf8_and_checks_the_others(
+    tmp_path: Path, example_graphs: Path
+) -> None:
+    folder = shutil.copytree(example_graphs / "quickstart", tmp_path / "latin1")
+    text = (folder / "graph.yaml").read_text().replace("four measurements", "quatre mesures (café)")
+    (folder / "graph.yaml").write_bytes(text.encode("latin-1"))
+    result = engine("validate", str(folder), str(example_graphs / "eta"))
+    assert result.returncode == 1
+    line = _line_of(text, "café")
+    col = text.splitlines()[line - 1].index("é") + 1
+    assert result.stdout.splitlines() == [
+        f"{folder / 'graph.yaml'}:{line}:{col}: error: graph file is not UTF-8 text: byte 0xe9 here is not "
+        "part of a UTF-8 character (save the file as UTF-8)",
+        f"{example_graphs / 'eta' / 'graph.yaml'}: ok",
+        "2 graph(s) checked: 1 error(s), 0 warning(s)",
+    ]
+    assert "Traceback" not in result.stderr
+
+
 def test_validate_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     result = engine("validate", str(tmp_path / "nowhere"))
     assert result.returncode == 2
