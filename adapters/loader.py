@@ -165,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         "--key-column", help="the file's entity-key column (default: the source's, else the first)"
     )
     args = parser.parse_args(argv)
+    for what, path in (("config", args.config), ("file", args.file)):
+        if not path.is_file():
+            print(f"error: no such {what}: {path}", file=sys.stderr)
+            return 2
     document = yaml.safe_load(args.config.read_text()) or {}
     sources = document.get("feature_sources") or {}
     if args.source not in sources:

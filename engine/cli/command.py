@@ -4,6 +4,8 @@ features and shadow. Each command's module adds its own subparser; this one only
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 
 from engine.cli import features, graph, logs, remote, serve, shadow
@@ -22,9 +24,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `engine logs query | head`: the reader left; stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return 141  # as a shell reports a command ended by SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine.cli.features import close_catalog, find_config, load_catalog
+from engine.cli.run import add_arguments as add_run_arguments
+from engine.cli.run import run_command
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,6 +41,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     draw.add_argument("--output", "-o", type=Path, help="file to write (required for png)")
     draw.add_argument("--config", type=Path, help="engine.yaml declaring feature sources")
     draw.set_defaults(run=_draw)
+    run = graph_sub.add_parser(
+        "run", help="run a graph in this process (no server) and print each node's outputs and timing"
+    )
+    add_run_arguments(run)
+    run.set_defaults(run=run_command)
 
 
 def _graph_files(paths: Sequence[Path]) -> list[Path]:
@@ -58,7 +65,9 @@ def _graph_files(paths: Sequence[Path]) -> list[Path]:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from engine.errors import GraphInvalid
     from engine.graph import check_graph
+    from engine.graph.loader import read_graph_file
     from engine.runtimes.onnx import OnnxRuntimeFactory
 
     try:
@@ -78,8 +87,15 @@ def _validate(args: argparse.Namespace) -> int:
     errors = warnings = 0
     try:
         for file in files:
+            try:
+                _, text = read_graph_file(file)
+            except GraphInvalid as exc:  # unreadable or not UTF-8: say so, go on with the others
+                for diagnostic in exc.diagnostics:
+                    print(diagnostic)
+                errors += len(exc.diagnostics)
+                continue
             diagnostics = check_graph(
-                file.read_text(),
+                text,
                 filename=str(file),
                 graph_dir=file.parent,
                 runtimes=runtimes,

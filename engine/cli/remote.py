@@ -1,7 +1,8 @@
 """The client commands, run against a server: ``infer``, ``explain``, ``list``, ``describe``, ``reload``.
 
-Each connects to ``--url``; ``ENGINE_TOKEN`` is sent as a bearer token and ``--ca`` turns on TLS. A
-remote error prints as ``engine COMMAND: CODE: message`` and exits 1.
+Each connects to ``--url`` (default: ``ENGINE_URL``, else 127.0.0.1:8001); ``ENGINE_TOKEN`` is sent as
+a bearer token and ``--ca`` turns on TLS. A remote error prints as ``engine COMMAND: CODE: message``
+and exits 1.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
+from engine.cli import tables
 
 if TYPE_CHECKING:
     from engine.protocol.client import EngineClient
 
 DEFAULT_URL = "127.0.0.1:8001"
+URL_VARIABLE = "ENGINE_URL"
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -56,7 +58,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def add_connection_arguments(cmd: argparse.ArgumentParser) -> None:
     """``--url`` and ``--ca``: where the server is and whether to trust it over TLS."""
-    cmd.add_argument("--url", default=DEFAULT_URL)
+    cmd.add_argument(
+        "--url",
+        default=os.environ.get(URL_VARIABLE) or DEFAULT_URL,
+        help=f"the server's gRPC address (default: {URL_VARIABLE}, else {DEFAULT_URL})",
+    )
     cmd.add_argument("--ca", help="PEM CA to trust: connect with TLS (token: ENGINE_TOKEN)")
 
 
@@ -99,18 +105,12 @@ def _parse_inputs(items: Sequence[str]) -> dict[str, object]:
     return values
 
 
-def _jsonable(array: np.ndarray) -> object:
-    if array.dtype == object:
-        return [v.decode(errors="replace") if isinstance(v, bytes) else v for v in array.reshape(-1)]
-    return array.tolist()
-
-
 @_remote
 def _infer(args: argparse.Namespace) -> int:
     client = connect(args)
     request = client.build_request(args.graph, _parse_inputs(args.input), args.version)
     outputs = client.infer(request)
-    print(json.dumps({name: _jsonable(a) for name, a in outputs.items()}, indent=2))
+    print(tables.outputs_json(outputs))
     return 0
 
 
@@ -122,25 +122,26 @@ def _explain(args: argparse.Namespace) -> int:
     client = connect(args)
     request = client.build_request(args.graph, _parse_inputs(args.input), args.version)
     explained = client.explain(request)
-    took = f"{explained.total_ns / 1e3:.1f} µs"
+    took = tables.duration(explained.total_ns)
     print(f"graph {explained.graph} version {explained.version}: {took} in the executor\n")
-    print(f"{'node':<16} {'kind':<10} {'start µs':>9} {'took µs':>9} {'rows':>5}  outputs / branch")
-    for node in explained.nodes:
-        shown = []
-        if node.branch_rows:
-            shown.append(", ".join(f"{k}: {v} row(s)" for k, v in sorted(node.branch_rows.items())))
-        for tensor in node.outputs:
-            values = decode_outputs(pb.ModelInferResponse(outputs=[tensor]))[tensor.name]
-            status = node.feature_status.get(tensor.name)
-            why = f" ({status})" if status else ""  # a features node: where the values came from
-            shown.append(f"{tensor.name}={np.array2string(values, threshold=6, precision=4)}{why}")
-        error = f"  ERROR {node.error}" if node.error else ""
-        print(
-            f"{node.name:<16} {node.kind:<10} {node.start_ns / 1e3:>9.1f} {node.duration_ns / 1e3:>9.1f} "
-            f"{node.rows:>5}  {'; '.join(shown).replace(chr(10), ' ')}{error}"
+    rows = [
+        tables.NodeRow(
+            name=node.name,
+            kind=node.kind,
+            start_ns=node.start_ns,
+            duration_ns=node.duration_ns,
+            rows=node.rows,
+            outputs={
+                t.name: decode_outputs(pb.ModelInferResponse(outputs=[t]))[t.name] for t in node.outputs
+            },
+            branch_rows=dict(node.branch_rows),
+            feature_status=dict(node.feature_status),
+            error=node.error,
         )
-    outputs = decode_outputs(explained.response)
-    print("\noutputs:", json.dumps({name: _jsonable(a) for name, a in outputs.items()}))
+        for node in explained.nodes
+    ]
+    print(tables.node_table(rows))
+    print("\noutputs:", tables.outputs_json(decode_outputs(explained.response)))
     return 0
 
 
@@ -157,14 +158,13 @@ def _list(args: argparse.Namespace) -> int:
 
 @_remote
 def _describe(args: argparse.Namespace) -> int:
-    from google.protobuf import json_format
-
+    from engine.protocol.client import plain
     from engine.protocol.generated.engine.v1 import engine_pb2 as epb
 
     response = connect(args).admin(
         "DescribeGraph", epb.DescribeGraphRequest(name=args.names[0]), epb.DescribeGraphResponse
     )
-    print(json_format.MessageToJson(response, preserving_proto_field_name=True))
+    print(json.dumps(plain(response), indent=2))
     return 0
 
 

@@ -239,4 +239,12 @@ def _replay(args: argparse.Namespace) -> int:
         f"{stats.unreadable} unreadable{note})",
         file=sys.stderr,
     )
+    if not stats.used:  # nothing was compared: a script must not read that as agreement
+        print(
+            f"engine shadow replay: no record of graph '{graph}'"
+            + (f" version {version}" if version else "")
+            + f" could be replayed from {args.source}",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -86,10 +86,10 @@ def check_graph(
     return report.sorted()
 
 
-def load_graph(path: Path, runtimes: RuntimeFactory, features: FeatureCatalog | None = None) -> CompiledGraph:
-    """Load, validate and compile ``path`` (a graph.yaml); GraphInvalid lists every problem."""
-    graph_dir = path.parent
-    name, _ = graph_identity(graph_dir)
+def read_graph_file(path: Path) -> tuple[bytes, str]:
+    """A graph file's bytes and its text; GraphInvalid (with the position of the first byte that is
+    not UTF-8) when it cannot be read or decoded."""
+    name, _ = graph_identity(path.parent)
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -97,15 +97,26 @@ def load_graph(path: Path, runtimes: RuntimeFactory, features: FeatureCatalog | 
             name, [Diagnostic(str(path), 1, 1, f"cannot read graph file: {exc.strerror}")]
         ) from exc
     try:
-        text = raw.decode("utf-8")
+        return raw, raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise GraphInvalid(
-            name, [Diagnostic(str(path), 1, 1, f"graph file is not UTF-8 text: {exc}")]
-        ) from exc
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = len(raw[raw.rfind(b"\n", 0, exc.start) + 1 : exc.start].decode("utf-8", "replace")) + 1
+        byte = raw[exc.start]
+        message = (
+            f"graph file is not UTF-8 text: byte 0x{byte:02x} here is not part of a UTF-8 character "
+            "(save the file as UTF-8)"
+        )
+        raise GraphInvalid(name, [Diagnostic(str(path), line, col, message)]) from exc
+
+
+def load_graph(path: Path, runtimes: RuntimeFactory, features: FeatureCatalog | None = None) -> CompiledGraph:
+    """Load, validate and compile ``path`` (a graph.yaml); GraphInvalid lists every problem."""
+    graph_dir = path.parent
+    raw, text = read_graph_file(path)
     report, files, spec, plan = _compile(text, str(path), graph_dir, runtimes, features)
     if spec is None or plan is None or report.has_errors:
         files.close_all()
-        raise GraphInvalid(name, report.sorted())
+        raise GraphInvalid(graph_identity(graph_dir)[0], report.sorted())
     return CompiledGraph(
         name=spec.name,
         version=spec.version,

@@ -6,11 +6,13 @@ converts JSON-ish Python values to tensors using the graph's ModelMetadata.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from engine.protocol.generated.engine.v1 import engine_pb2 as epb
@@ -76,7 +78,10 @@ class EngineClient:
             if name not in declared:
                 raise ValueError(f"graph '{graph}' has no input '{name}' (inputs: {', '.join(declared)})")
             datatype = DataType.parse(declared[name].datatype)
-            array = to_array(value, datatype)
+            try:
+                array = to_array(value, datatype)
+            except ValueError as exc:
+                raise ValueError(f"input '{name}': {exc}") from None
             tensor = request.inputs.add(name=name, datatype=datatype.value, shape=list(array.shape))
             _fill(tensor.contents, array, datatype)
         return request
@@ -98,11 +103,55 @@ class EngineClient:
 
 
 def to_array(value: object, datatype: DataType) -> np.ndarray:
+    """``value`` (nested lists, as JSON gives) as an array of ``datatype``; ValueError naming the
+    problem when its rows differ in length or its values do not fit."""
+    _check_rectangular(value)
     if datatype is DataType.BYTES:
         array = np.array(value, dtype=object)
         flat = [v.encode() if isinstance(v, str) else bytes(v) for v in array.reshape(-1)]
         return np.array(flat, dtype=object).reshape(array.shape)
-    return np.array(value, dtype=datatype.numpy_dtype)
+    try:
+        return np.array(value, dtype=datatype.numpy_dtype)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"values do not fit {datatype.value}: {json.dumps(value)[:80]}") from None
+
+
+def _check_rectangular(value: object, where: str = "") -> int | None:
+    """The length of a nested list's rows, checked level by level; ValueError for a ragged one."""
+    if not isinstance(value, list):
+        return None
+    inner = [_check_rectangular(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if any(n != inner[0] for n in inner):
+        sizes = ", ".join("a value" if n is None else f"{n}" for n in inner[:6])
+        raise ValueError(
+            f"rows of {where or 'the array'} differ in length ({sizes}); a tensor needs rows of one size"
+        )
+    return len(value)
+
+
+def plain(message: Message) -> dict[str, object]:
+    """A message as JSON-ready values: numbers stay numbers (protobuf's JSON writes 64-bit
+    integers as strings), enums by name, only the fields that are set."""
+    out: dict[str, object] = {}
+    for fd, value in message.ListFields():
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            value_fd = fd.message_type.fields_by_name["value"]
+            out[fd.name] = {k: _plain_value(value_fd, v) for k, v in value.items()}
+        elif fd.is_repeated:
+            out[fd.name] = [_plain_value(fd, v) for v in value]
+        else:
+            out[fd.name] = _plain_value(fd, value)
+    return out
+
+
+def _plain_value(fd: FieldDescriptor, value: object) -> object:
+    if isinstance(value, Message):
+        return plain(value)
+    if fd.enum_type is not None and isinstance(value, int):
+        return fd.enum_type.values_by_number[value].name
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value
 
 
 _TYPED_FIELD = {

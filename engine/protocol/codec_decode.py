@@ -81,17 +81,27 @@ def decode_inputs(
         position[name] = index
     if len(position) != len(expected) or any(spec.name not in position for spec in expected):
         declared = {spec.name for spec in expected}
-        for name in position:
-            if name not in declared:
+        unknown = [name for name in position if name not in declared]
+        if unknown:
+            inputs_text = names_text([s.name for s in expected])
+            if len(unknown) == 1:
                 raise TensorError(
-                    clip_name(name),
-                    f"is not an input of this model (inputs: {names_text([s.name for s in expected])})",
+                    clip_name(unknown[0]), f"is not an input of this model (inputs: {inputs_text})"
                 )
-        for spec in expected:
-            if spec.name not in position:
-                raise TensorError(
-                    spec.name, f"missing: the model needs it ({spec.datatype.value} {spec.shape_text()})"
-                )
+            raise InvalidRequest(
+                f"tensors {names_text(unknown)} are not inputs of this model (inputs: {inputs_text})",
+                tensor=clip_name(unknown[0]),
+            )
+        missing = [spec for spec in expected if spec.name not in position]
+        if len(missing) == 1:
+            spec = missing[0]
+            raise TensorError(
+                spec.name, f"missing: the model needs it ({spec.datatype.value} {spec.shape_text()})"
+            )
+        described = ", ".join(f"'{s.name}' ({s.datatype.value} {s.shape_text()})" for s in missing)
+        raise InvalidRequest(
+            f"{len(missing)} inputs missing: {described}; the model needs every one", tensor=missing[0].name
+        )
 
     raw = request.raw_input_contents
     n_raw = len(raw)

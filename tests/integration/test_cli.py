@@ -99,6 +99,25 @@ def test_validate_reports_every_mistake_with_its_position(tmp_path: Path, exampl
     assert re.search(r"1 graph\(s\) checked: [3-9] error\(s\)", out.splitlines()[-1]), out
 
 
+def test_validate_reports_a_file_that_is_not_utf8_and_checks_the_others(
+    tmp_path: Path, example_graphs: Path
+) -> None:
+    folder = shutil.copytree(example_graphs / "quickstart", tmp_path / "latin1")
+    text = (folder / "graph.yaml").read_text().replace("four measurements", "quatre mesures (café)")
+    (folder / "graph.yaml").write_bytes(text.encode("latin-1"))
+    result = engine("validate", str(folder), str(example_graphs / "eta"))
+    assert result.returncode == 1
+    line = _line_of(text, "café")
+    col = text.splitlines()[line - 1].index("é") + 1
+    assert result.stdout.splitlines() == [
+        f"{folder / 'graph.yaml'}:{line}:{col}: error: graph file is not UTF-8 text: byte 0xe9 here is not "
+        "part of a UTF-8 character (save the file as UTF-8)",
+        f"{example_graphs / 'eta' / 'graph.yaml'}: ok",
+        "2 graph(s) checked: 1 error(s), 0 warning(s)",
+    ]
+    assert "Traceback" not in result.stderr
+
+
 def test_validate_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     result = engine("validate", str(tmp_path / "nowhere"))
     assert result.returncode == 2
@@ -160,8 +179,122 @@ def test_explain_prints_each_executed_node_and_the_switch_rows(served: ServerThr
     assert rows["deep"].split()[1:2] == ["model"] and rows["deep"].split()[4] == "2"
     assert rows["light"].split()[4] == "1"
     assert "(present,present,missing)" in rows["user"]  # each fetched value's status, per row
-    outputs = json.loads(lines[-1].removeprefix("outputs:"))
+    start = next(i for i, line in enumerate(lines) if line.startswith("outputs:"))
+    outputs = json.loads("\n".join(lines[start:]).removeprefix("outputs:"))
     assert set(outputs) == {"score", "decision"} and len(outputs["score"]) == 3
+    assert len(lines) - start == 4  # one line per output, each array on its line
+
+
+# --- graph run (offline) ------------------------------------------------------------------------
+
+
+def _served_fraud(served: ServerThread) -> dict[str, np.ndarray]:
+    client = triton.InferenceServerClient(served.url)
+    try:
+        tensors = []
+        for name, value, datatype in (
+            ("amount", AMOUNT, "FP32"),
+            ("user_id", USER_ID, "BYTES"),
+            ("txn", TXN, "FP32"),
+        ):
+            array = np.array(value, dtype=object if datatype == "BYTES" else np.float32)
+            if datatype == "BYTES":
+                array = np.vectorize(str.encode, otypes=[object])(array)
+            tensor = triton.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        answer = client.infer("fraud", tensors)
+    finally:
+        client.close()
+    return {name: answer.as_numpy(name) for name in ("score", "decision")}
+
+
+def _printed_outputs(stdout: str) -> dict[str, object]:
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("outputs:"))
+    printed: dict[str, object] = json.loads("\n".join(lines[start:]).removeprefix("outputs:"))
+    return printed
+
+
+def test_graph_run_gives_the_served_answer_and_the_node_table(
+    served: ServerThread, example_graphs: Path
+) -> None:
+    result = engine(
+        "graph", "run", str(example_graphs / "fraud"),
+        "--input", f"amount={json.dumps(AMOUNT)}",
+        "--input", f"user_id={json.dumps(USER_ID)}",
+        "--input", f"txn={json.dumps(TXN)}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("graph fraud version 1: 3 row(s),")
+    rows = {line.split()[0]: line for line in lines if line.split() and line.split()[0] in FRAUD_NODES}
+    assert sorted(rows) == sorted(n for n in FRAUD_NODES if n != "deep_v2")
+    assert dict(re.findall(r"(\w+): (\d+) row\(s\)", rows["risk_route"])) == {"deep": "2", "light": "1"}
+    assert "(present,present,missing)" in rows["user"]
+    took_ends = {[m.end() for m in re.finditer(r"\S+", line)][3] for line in rows.values()}
+    assert took_ends == {lines[2].index("took") + len("took")}, "durations are right-aligned under 'took'"
+    served_answer = _served_fraud(served)
+    printed = _printed_outputs(result.stdout)
+    np.testing.assert_allclose(
+        np.array(printed["score"], dtype=np.float32), served_answer["score"], rtol=1e-6
+    )
+    assert printed["decision"] == served_answer["decision"].tolist()
+
+
+def test_graph_run_reads_rows_from_csv_json_and_parquet(
+    tmp_path: Path, served: ServerThread, example_graphs: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"amount": a[0], "user_id": u[0], "txn": t} for a, u, t in zip(AMOUNT, USER_ID, TXN, strict=True)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "rows.json").write_text(json.dumps({"amount": AMOUNT, "user_id": USER_ID, "txn": TXN}))
+    with (tmp_path / "rows.csv").open("w") as handle:
+        handle.write("user_id,amount,txn\n")
+        handle.writelines(f'{r["user_id"]},{r["amount"]},"{json.dumps(r["txn"])}"\n' for r in rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
+    expected = _served_fraud(served)["score"]
+    for name in ("rows.jsonl", "rows.json", "rows.csv", "rows.parquet"):
+        result = engine("graph", "run", "fraud", "--graphs", str(example_graphs), "--inputs-file",
+                        str(tmp_path / name), "--format", "json")  # fmt: skip
+        assert result.returncode == 0, (name, result.stderr)
+        printed = json.loads(result.stdout)
+        np.testing.assert_allclose(
+            np.array(printed["score"], dtype=np.float32), expected, rtol=1e-6, err_msg=name
+        )
+
+
+def test_graph_run_features_from_a_file(tmp_path: Path, example_graphs: Path) -> None:
+    (tmp_path / "users.csv").write_text("user_id,account_age_days,txn_count_24h,devices_30d\nnobody,3,40,6\n")
+    result = engine(
+        "graph", "run", str(example_graphs / "fraud"), "--features-from", str(tmp_path / "users.csv"),
+        "--input", f"amount={json.dumps(AMOUNT)}", "--input", f"user_id={json.dumps(USER_ID)}",
+        "--input", f"txn={json.dumps(TXN)}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    user = next(line for line in result.stdout.splitlines() if line.startswith("user "))
+    assert "account_age_days=[[0], [0], [3]] (missing,missing,present)" in user
+    assert "txn_count_24h=[[0], [0], [40]]" in user
+
+
+def test_graph_run_names_every_problem_with_its_inputs(example_graphs: Path) -> None:
+    missing = engine("graph", "run", str(example_graphs / "fraud"), "--input", "amount=[[1.0]]")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "engine graph run: missing input(s) 'user_id', 'txn'"
+    ragged = engine("graph", "run", str(example_graphs / "quickstart"), "--input", "x=[[1, 2, 3, 4], [1, 2]]")
+    assert ragged.returncode == 2
+    assert "input 'x': rows of the array differ in length (4, 2)" in ragged.stderr
+    assert "inhomogeneous" not in ragged.stderr
+    shape = engine("graph", "run", str(example_graphs / "quickstart"), "--input", "x=[[1, 2, 3]]")
+    assert shape.returncode == 2
+    assert "input 'x': shape [1, 3] does not fit the declared [-1, 4]" in shape.stderr
+    nofile = engine("graph", "run", str(example_graphs / "quickstart"), "--inputs-file", "/nonexistent.csv")
+    assert (nofile.returncode, nofile.stderr.strip()) == (
+        2,
+        "engine graph run: no such inputs file: /nonexistent.csv",
+    )
 
 
 # --- graph draw ---------------------------------------------------------------------------------
@@ -221,6 +354,8 @@ def test_describe_shows_the_model_hashes(served: ServerThread, repo: Path) -> No
     for model in ("ip_risk", "deep", "light"):
         expected = hashlib.sha256((repo / "fraud" / f"{model}.onnx").read_bytes()).hexdigest()
         assert nodes[model]["model_sha256"] == expected
+    shapes = [t["shape"] for t in [*described["inputs"], *described["outputs"]]]
+    assert shapes and all(isinstance(d, int) for shape in shapes for d in shape), shapes  # not "-1"
 
 
 def test_describe_an_unknown_graph(served: ServerThread) -> None:

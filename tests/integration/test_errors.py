@@ -233,6 +233,7 @@ def test_fp16_travels_raw_only(client: triton.InferenceServerClient, raw: grpc.C
     ("inputs", "needles"),
     [
         (lambda: _fraud_ok()[:2], ["txn", "missing"]),
+        (lambda: _fraud_ok()[:1], ["2 inputs missing: 'user_id' (BYTES [-1, 1]), 'txn' (FP32 [-1, 3])"]),
         (lambda: [*_fraud_ok(), _input("bonus", np.ones((2, 1), np.float32))], ["bonus"]),
         (lambda: [*_fraud_ok(), _input("amount", np.ones((2, 1), np.float32))], ["amount", "more than once"]),
         (
@@ -249,6 +250,7 @@ def test_fp16_travels_raw_only(client: triton.InferenceServerClient, raw: grpc.C
     ],
     ids=[
         "missing",
+        "missing-several",
         "extra",
         "duplicate",
         "datatype",

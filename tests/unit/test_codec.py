@@ -359,6 +359,29 @@ def test_missing_input() -> None:
     rejects(request(tensor("x", "FP32", (1, 2), fp32_contents=[1, 2])), specs, "missing", tensor="y")
 
 
+def test_every_missing_input_is_named_at_once() -> None:
+    specs = [spec("x", "FP32", (-1, 2)), spec("y", "INT64", (-1,)), spec("z", "BYTES", (-1, 1))]
+    req = request(tensor("x", "FP32", (1, 2), fp32_contents=[1, 2]))
+    with pytest.raises(InvalidRequest) as info:
+        codec.decode_inputs(req, specs)
+    assert (
+        str(info.value)
+        == "2 inputs missing: 'y' (INT64 [-1]), 'z' (BYTES [-1, 1]); the model needs every one"
+    )
+    assert info.value.tensor == "y"
+
+
+def test_every_unknown_input_is_named_at_once() -> None:
+    req = request(
+        tensor("x", "FP32", (1, 2), fp32_contents=[1, 2]),
+        tensor("z", "FP32", (1,), fp32_contents=[1]),
+        tensor("w", "FP32", (1,), fp32_contents=[1]),
+    )
+    with pytest.raises(InvalidRequest) as info:
+        codec.decode_inputs(req, X)
+    assert str(info.value) == "tensors z, w are not inputs of this model (inputs: x)"
+
+
 def test_unknown_input() -> None:
     req = request(
         tensor("x", "FP32", (1, 2), fp32_contents=[1, 2]), tensor("z", "FP32", (1,), fp32_contents=[1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from engine.graph.reading.source import MAX_NODES, load_yaml
 from engine.graph.values.diagnostics import Pos, Report
 
@@ -81,3 +83,30 @@ def test_two_documents_are_refused() -> None:
 def test_empty_file() -> None:
     doc, problems = _load("")
     assert doc is None and problems[0].message == "graph file is empty"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "col", "message"),
+    [
+        (
+            "inputs:\n  x: {datatype: FP32, shape: [-1, 4]}\n nodes:\n",
+            3, 2,
+            "this line's indentation does not fit the block above it (found a new indented mapping): "
+            "keys of one mapping, and items of one list, must start in the same column",
+        ),
+        ("a:\n  - 1\n  b: 2\n", 3, 3, "this line's indentation does not fit the block above it (found a key"),
+        ("a: b: c\n", 1, 5, "unexpected ':' here: a key indented too far, or a text value containing ': '"),
+        ("nodes:\n  x: {a: 1\n", 3, 1, "the '{' at 2:6 is not closed: expected ',' or '}' but found the end"),
+        ("a: [1, 2\n", 2, 1, "the '[' at 1:4 is not closed: expected ',' or ']' but found the end"),
+        ('a: "x\n', 2, 1, "the quoted text starting at 1:4 is never closed"),
+        ("a:\tb\n", 1, 3, "a tab character: YAML indents with spaces only"),
+        ("a: @x\n", 1, 4, "'@' cannot start a value; put the value in quotes"),
+        ("a: *x\n", 1, 4, "'*x' names no anchor '&x' defined before it"),
+    ],
+)  # fmt: skip
+def test_yaml_syntax_errors_are_in_our_words(text: str, line: int, col: int, message: str) -> None:
+    doc, problems = _load(text)
+    assert doc is None and len(problems) == 1
+    assert (problems[0].line, problems[0].col) == (line, col)
+    assert problems[0].message.startswith("YAML syntax error: " + message)
+    assert "<block" not in problems[0].message and "<stream" not in problems[0].message

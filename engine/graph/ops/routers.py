@@ -66,7 +66,7 @@ def key_text(value: object) -> bytes:
 
 def key_buckets(keys: np.ndarray, salt: str) -> np.ndarray:
     """One point in [0, 1) per row: a stable hash of that row's key."""
-    flat = keys.reshape(keys.shape[0], -1)[:, 0] if keys.ndim > 1 else keys
+    flat = keys[(slice(None),) + (0,) * (keys.ndim - 1)] if keys.ndim > 1 else keys  # [N, 1] -> [N]
     salt_bytes = salt.encode()[:64]
     out = np.empty(flat.shape[0], dtype=np.float64)
     for i, value in enumerate(flat.tolist() if flat.dtype != object else flat):

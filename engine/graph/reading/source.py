@@ -107,6 +107,65 @@ def _pos(node: Node) -> Pos:
     return Pos(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+_TOKENS = {
+    "<block end>": "the end of the indented block",
+    "<block mapping start>": "a new indented mapping",
+    "<block sequence start>": "a new indented list",
+    "<stream end>": "the end of the file",
+    "<document start>": "'---'",
+    "<scalar>": "a value",
+    "?": "a key",
+    "-": "a list item",
+}
+
+
+def _where(mark: yaml.Mark | None) -> str:
+    return f" at {mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+
+
+def yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    """PyYAML's parser message in a modeller's words (its position is reported beside it)."""
+    problem, context = exc.problem or "", exc.context or ""
+    opened = _where(exc.context_mark)
+    if "expected a single document" in str(exc):
+        return "a graph file holds exactly one YAML document (found a second '---')"
+    if problem == "mapping values are not allowed here":
+        return (
+            "unexpected ':' here: a key indented too far, or a text value containing ': ' "
+            "(quote such a value)"
+        )
+    if problem.startswith("expected <block end>"):
+        found = problem.partition("but found ")[2].strip("'")
+        what = _TOKENS.get(found, found)
+        return (
+            f"this line's indentation does not fit the block above it (found {what}): "
+            "keys of one mapping, and items of one list, must start in the same column"
+        )
+    if problem.startswith("expected ',' or '}'") or problem.startswith("expected ',' or ']'"):
+        close = "}" if "'}'" in problem else "]"
+        opener = "{" if close == "}" else "["
+        found = problem.partition("but got ")[2].strip("'")
+        found = _TOKENS.get(found, found)
+        return f"the '{opener}'{opened} is not closed: expected ',' or '{close}' but found {found}"
+    if "quoted scalar" in context and "end of stream" in problem:
+        return f"the quoted text starting{opened} is never closed"
+    if "could not find expected ':'" in problem:
+        return f"a key without ':' (the entry starting{opened} needs 'key: value')"
+    if problem.startswith("found character '\\t'") or problem.startswith("found character '\t'"):
+        return "a tab character: YAML indents with spaces only"
+    if problem.startswith("found character"):
+        char = problem.split("'")[1] if "'" in problem else "?"
+        return f"'{char}' cannot start a value; put the value in quotes"
+    if problem.startswith("found undefined alias"):
+        name = problem.split("'")[1] if "'" in problem else ""
+        return f"'*{name}' names no anchor '&{name}' defined before it"
+    text = problem or context or "cannot parse"
+    for token, words in _TOKENS.items():
+        if token.startswith("<"):
+            text = text.replace(token, words).replace(f"'{words}'", words)
+    return text
+
+
 def load_yaml(text: str, report: Report) -> SourceDoc | None:
     """Parse one YAML document; problems go to ``report``. None when nothing usable was read."""
     if len(text) > MAX_CHARS:
@@ -125,10 +184,7 @@ def load_yaml(text: str, report: Report) -> SourceDoc | None:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         pos = Pos(mark.line + 1, mark.column + 1) if mark else NOWHERE
-        problem = exc.problem or exc.context or "cannot parse"
-        if "expected a single document" in str(exc):
-            problem = "a graph file holds exactly one YAML document (found a second '---')"
-        report.error(pos, f"YAML syntax error: {problem}")
+        report.error(pos, f"YAML syntax error: {yaml_problem(exc)}")
         return None
     except yaml.YAMLError as exc:
         report.error(NOWHERE, f"YAML error: {exc}")
