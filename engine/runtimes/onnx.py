@@ -44,10 +44,12 @@ from engine.errors import InternalError, ModelContractError
 from engine.interfaces import ModelOptions, ModelRun, ModelSignature, RuntimeTraits
 from engine.runtimes.batching import BatchingRuntime
 from engine.runtimes.onnx_session import (
+    OutputShape,
     Warmup,
-    clean_message,
     create_session,
+    load_problem,
     measure,
+    output_shapes,
     quiet_run_options,
     read_signature,
     translate_run_error,
@@ -67,6 +69,7 @@ class _SharedSession:
     session: ort.InferenceSession | None  # None once the last user closed it
     signature: ModelSignature
     warmup: Warmup
+    shapes: tuple[OutputShape, ...] = ()
     users: int = 0
 
 
@@ -101,6 +104,7 @@ class OnnxModel:
         self._input_names = tuple(t.name for t in shared.signature.inputs)
         self._output_names = [t.name for t in shared.signature.outputs]
         self._output_dtypes = tuple(t.datatype.numpy_dtype for t in shared.signature.outputs)
+        self._output_shapes = shared.shapes
         self._run_options = quiet_run_options()
         self.terminated = 0  # pool runs stopped part-way because their caller gave up
         self._on_terminated = on_terminated
@@ -163,9 +167,13 @@ class OnnxModel:
             outputs = session.run(self._output_names, feed, options or self._run_options)
         except Exception as exc:
             raise translate_run_error(exc, self._name) from exc
-        return self._checked(outputs)
+        return self._checked(outputs, inputs)
 
-    def _checked(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    def _checked(
+        self, outputs: list[np.ndarray], inputs: Sequence[np.ndarray] = ()
+    ) -> tuple[np.ndarray, ...]:
+        """The outputs, if they keep the model's declared signature (count, dtype, rank, fixed
+        dimensions, and a batch dimension as long as the input's it is declared with)."""
         if len(outputs) != len(self._output_dtypes):
             raise ModelContractError(
                 f"model '{self._name}' returned {len(outputs)} outputs, declares {len(self._output_dtypes)}"
@@ -176,6 +184,12 @@ class OnnxModel:
                 raise ModelContractError(
                     f"model '{self._name}' output '{name}' is {got}, declares {dtype}", tensor=name
                 )
+        for name, array, shape in zip(self._output_names, outputs, self._output_shapes, strict=False):
+            if shape.rank is None:
+                continue
+            problem = _shape_problem(array.shape, shape, inputs)
+            if problem:
+                raise ModelContractError(f"model '{self._name}' output '{name}' {problem}", tensor=name)
         return tuple(outputs)
 
     def close(self) -> None:
@@ -268,13 +282,13 @@ class OnnxRuntimeFactory:
         try:
             session = create_session(model_bytes, threads)
         except Exception as exc:
-            raise ValueError(f"cannot load model '{name}': {clean_message(exc)}") from exc
+            raise ValueError(f"cannot load model '{name}': {load_problem(exc, name)}") from exc
         try:
             signature = read_signature(session)
         except ValueError as exc:
             raise ValueError(f"cannot serve model '{name}': {exc}") from exc
-        warmup = measure(session, signature, runs=self.warmup_runs, budget_ns=WARMUP_BUDGET_NS)
-        return _SharedSession(session, signature, warmup)
+        warmup = measure(session, signature, runs=self.warmup_runs, budget_ns=WARMUP_BUDGET_NS, model=name)
+        return _SharedSession(session, signature, warmup, output_shapes(session))
 
     def _release(self, shared: _SharedSession) -> None:
         with self._lock:
@@ -300,6 +314,21 @@ class OnnxRuntimeFactory:
         self._shadow_pool.shutdown(wait=False, cancel_futures=True)  # a hung candidate is not waited for
         with self._lock:
             self._sessions.clear()
+
+
+def _shape_problem(got: tuple[int, ...], declared: OutputShape, inputs: Sequence[np.ndarray]) -> str:
+    """How a result's shape breaks its declaration ("" when it keeps it)."""
+    if len(got) != declared.rank:
+        return f"has rank {len(got)}, declares rank {declared.rank}"
+    for axis, size in declared.fixed:
+        if got[axis] != size:
+            return f"has dimension {axis} of {got[axis]}, declares {size}"
+    if declared.rows_of is not None and declared.rows_of < len(inputs):
+        source = inputs[declared.rows_of]
+        rows = int(source.shape[0]) if source.ndim else 1
+        if got and got[0] != rows:
+            return f"has {got[0]} rows for a batch of {rows} (declared with the input's batch dimension)"
+    return ""
 
 
 SHADOW_NICE = 19
