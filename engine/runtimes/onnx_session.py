@@ -58,7 +58,7 @@ def load_problem(exc: BaseException, model: str) -> str:
     """Why onnxruntime could not load ``model``, in our words (its text goes to the log)."""
     text = str(exc)
     error_id = _logged(exc, f"loading model '{model}'")
-    if isinstance(exc, ort_state.InvalidProtobuf) or "protobuf parsing failed" in text:
+    if isinstance(exc, ort_state.InvalidProtobuf) or "protobuf parsing failed" in text.lower():
         reason = "not an ONNX file (its bytes do not parse as an ONNX model)"
     elif match := _NO_OP.search(text):
         reason = f"it uses operator {match.group(1)}, which this onnxruntime does not implement"
@@ -81,15 +81,17 @@ def warmup_problem(exc: BaseException, model: str) -> str:
     return f"the model could not run all-zeros input{where} (error id {error_id})"
 
 
-def create_session(model_bytes: bytes, intra_op_threads: int) -> ort.InferenceSession:
-    """A CPU session: given intra-op threads, one inter-op thread, sequential, all graph optimisations."""
+def create_session(model: bytes | str, intra_op_threads: int) -> ort.InferenceSession:
+    """A CPU session: given intra-op threads, one inter-op thread, sequential, all graph optimisations.
+
+    ``model`` is the file's bytes or its path (onnxruntime then reads it, once)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = _ORT_LOG_ERROR
-    return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def quiet_run_options() -> ort.RunOptions:

@@ -62,3 +62,19 @@ def one_model_graph(folder: Path, model: str, inputs: str, output: str, node: st
         f"outputs:\n  {output}: {node}.{output}\n"
     )
     return folder
+
+
+def heavy_model(path: Path, megabytes: int) -> Path:
+    """x FP32 [N, 1] -> y = x + sum(W): a model file of about ``megabytes`` MB of weights."""
+    weights = numpy_helper.from_array(np.full((megabytes, 262_144), 1e-9, np.float32), "W")
+    return _save(
+        path,
+        [
+            helper.make_node("ReduceSum", ["W"], ["s"], keepdims=0),
+            helper.make_node("Add", ["x", "s"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+        [weights],
+        opset=13,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tracemalloc
 from collections.abc import Iterator
 
 import numpy as np
@@ -15,11 +16,16 @@ from tests.integration.hostile_models import (
     allocating_model,
     first_row_model,
     future_opset_model,
+    heavy_model,
     one_model_graph,
 )
 from tests.server_thread import ServerThread
 
 RUNTIME_TEXT = re.compile(r"::|/onnxruntime|\.cc:|\.h:|ONNXRuntimeError|Status Message|/tmp/|/work/")
+
+
+MAX_MODEL_BYTES = 40_000_000
+HEAVY_MB = 24
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +40,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     (root / "future").mkdir()
     future_opset_model(root / "future" / "future.onnx")
     one_model_graph(root / "future", "future.onnx", "x: {datatype: FP32, shape: [-1, 1]}", "y")
-    with ServerThread(root) as running:
+    (root / "huge").mkdir()
+    with (root / "huge" / "huge.onnx").open("wb") as sparse:  # 50 MB on paper, no blocks on disk
+        sparse.truncate(50_000_000)
+    one_model_graph(root / "huge", "huge.onnx", "x: {datatype: FP32, shape: [-1, 1]}", "y")
+    (root / "heavy").mkdir()
+    one_model_graph(root / "heavy", "heavy.onnx", "x: {datatype: FP32, shape: [-1, 1]}", "y")
+    heavy_model(root / "heavy" / "heavy.onnx", 1)
+    with ServerThread(root, max_model_bytes=MAX_MODEL_BYTES) as running:
         yield running
 
 
@@ -94,3 +107,31 @@ def test_a_load_error_is_a_diagnostic_in_our_words(client: triton.InferenceServe
     assert index["future"]["state"] == "FAILED"
     assert "future.onnx" in reason and "operator set 99" in reason and "error id" in reason
     assert not RUNTIME_TEXT.search(reason.split("graph.yaml")[-1]), reason
+
+
+def test_a_model_over_the_size_cap_is_refused_unread_and_named(
+    server: ServerThread, client: triton.InferenceServerClient
+) -> None:
+    with pytest.raises(triton.InferenceServerException) as info:  # read, it would be "not an ONNX file"
+        client.load_model("huge")
+    assert info.value.status() == "StatusCode.FAILED_PRECONDITION"
+    assert "huge.onnx" in info.value.message() and "50,000,000 bytes" in info.value.message()
+    assert "max_model_bytes" in info.value.message() and "not an ONNX" not in info.value.message()
+    assert client.is_model_ready("rows")
+
+
+def test_a_large_model_is_never_held_in_python_memory_while_it_loads(
+    server: ServerThread, client: triton.InferenceServerClient
+) -> None:
+    """The file is hashed in chunks and onnxruntime reads it from its path: no copy of its bytes
+    in Python (a copy is memory twice over and a GIL-held memcpy that stalls the event loop)."""
+    path = heavy_model(server.settings.graphs / "heavy" / "heavy.onnx", HEAVY_MB)
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        client.load_model("heavy")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert client.is_model_ready("heavy")
+    assert peak < size / 4, f"Python allocated {peak:,} bytes at peak loading a {size:,}-byte model"
