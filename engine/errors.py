@@ -18,6 +18,7 @@ message and a logged error id (``engine.serving.failure``).
     │   ├── ServerNotReady ............ UNAVAILABLE       starting or draining
     │   └── DependencyUnavailable ..... UNAVAILABLE       a store a node needs is down
     ├── Overloaded .................... RESOURCE_EXHAUSTED  shed by admission control
+    ├── ResourceExhausted ............. RESOURCE_EXHAUSTED  a request asked for more memory than there is
     ├── DeadlineExceeded .............. DEADLINE_EXCEEDED request deadline or node timeout
     ├── Unauthenticated ............... UNAUTHENTICATED
     ├── PermissionDenied .............. PERMISSION_DENIED
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -102,6 +104,10 @@ class Overloaded(EngineError):
     def __init__(self, message: str, *, retry_after_ms: int = 100) -> None:
         super().__init__(message)
         self.retry_after_ms = retry_after_ms
+
+
+class ResourceExhausted(EngineError):
+    """A request needs more of a resource (memory) than the server can give it; smaller may work."""
 
 
 class DeadlineExceeded(EngineError):
@@ -184,6 +190,7 @@ STATUS_OF: dict[type[EngineError], Status] = {
     NotFound: Status.NOT_FOUND,
     Unavailable: Status.UNAVAILABLE,
     Overloaded: Status.RESOURCE_EXHAUSTED,
+    ResourceExhausted: Status.RESOURCE_EXHAUSTED,
     DeadlineExceeded: Status.DEADLINE_EXCEEDED,
     Unauthenticated: Status.UNAUTHENTICATED,
     PermissionDenied: Status.PERMISSION_DENIED,
@@ -192,6 +199,11 @@ STATUS_OF: dict[type[EngineError], Status] = {
     InternalError: Status.INTERNAL,
 }
 """The one table from the error tree to statuses, looked up along an exception's MRO."""
+
+
+def new_error_id() -> str:
+    """A fresh id (12 hex digits) that ties a caller's message to the server log's full story."""
+    return secrets.token_hex(6)
 
 
 def status_of(exc: BaseException) -> Status:

@@ -72,7 +72,9 @@ class EngineServer:
         by default the server is this one process."""
         self.settings = settings
         self.runtimes = runtimes or OnnxRuntimeFactory(
-            max_workers=settings.pool_threads, shadow_workers=max(1, settings.shadow_concurrency)
+            max_workers=settings.pool_threads,
+            shadow_workers=max(1, settings.shadow_concurrency),
+            max_model_bytes=settings.max_model_bytes,
         )
         # Feature sources are built (not connected: clients connect on first use) before any graph
         # loads, so a features node can be checked against its source's declared fields.

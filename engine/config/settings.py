@@ -59,6 +59,10 @@ class ServeSettings:
     max_elements: int = setting(
         16_777_216, "largest element count of one request tensor (checked before allocating)"
     )
+    max_model_bytes: int = setting(
+        2 * 1024 * 1024 * 1024,
+        "largest model file a graph may load, checked from its size before it is read; 0 = no limit",
+    )
     max_batch_size: int = setting(1024, "max_batch_size reported in ModelConfig for batching graphs")
     pool_threads: int = setting(0, "threads running slow models off the event loop; 0 = usable cores")
     reflection: bool = setting(True, "gRPC server reflection")

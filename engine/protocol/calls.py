@@ -7,6 +7,7 @@ the metadata are grpc.aio's. The span attributes follow OpenTelemetry's RPC conv
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -30,7 +31,18 @@ _STATUS_ATTRIBUTES: Final[dict[Status, SpanAttributes]] = {
 class GrpcInferCall:
     """One ``ModelInfer`` request (or one message of a ``ModelStreamInfer`` stream)."""
 
-    __slots__ = ("_attributes", "_context", "_limits", "_raw", "_request", "_wanted", "protocol", "run_ns")
+    __slots__ = (
+        "_attributes",
+        "_context",
+        "_deadline_set",
+        "_limits",
+        "_raw",
+        "_request",
+        "_timeout",
+        "_wanted",
+        "protocol",
+        "run_ns",
+    )
 
     def __init__(
         self,
@@ -51,6 +63,10 @@ class GrpcInferCall:
         self._wanted: tuple[str, ...] = ()
         self._attributes: SpanAttributes = _span_attributes(service, method)
         self._raw = raw
+        # With parameters, the arrival time, so a ``timeout`` parameter counts from it; the deadline
+        # it sets once ``decode`` has read it.
+        self._timeout: float | None = time.monotonic() if request.parameters else None
+        self._deadline_set = False
         self.protocol = protocol
         self.run_ns = 0
         """How long the plan ran, once encoded (what ``Explain`` reports)."""
@@ -68,7 +84,13 @@ class GrpcInferCall:
         return self._request.id
 
     def time_remaining(self) -> float | None:
+        """The gRPC deadline's time left, bounded by the request's ``timeout`` parameter (read in
+        ``decode``: admission waits by the gRPC deadline alone)."""
         remaining: float | None = self._context.time_remaining()
+        if self._timeout is not None and self._deadline_set:
+            left = self._timeout - time.monotonic()
+            if remaining is None or left < remaining:
+                return max(left, 0.0)
         return remaining
 
     def headers(self) -> Headers:
@@ -81,6 +103,11 @@ class GrpcInferCall:
         return _STATUS_ATTRIBUTES[status]
 
     def decode(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> list[np.ndarray]:
+        if self._timeout is not None:  # every parameter checked (a timeout read) before any tensor
+            timeout = codec.check_parameters(self._request)
+            self._deadline_set = timeout is not None
+            if timeout is not None:
+                self._timeout += timeout  # arrival + timeout: an absolute deadline
         arrays = codec.decode_inputs(self._request, inputs, self._limits)
         self._wanted = codec.requested_outputs(self._request, outputs)
         return list(arrays.values())

@@ -16,12 +16,19 @@ little-endian length followed by its bytes; BOOL is one byte, 0 or 1.
 
 from engine.protocol.codec_decode import decode_inputs
 from engine.protocol.codec_encode import datatype_of, encode_response, encode_tensor, tensor_bytes
-from engine.protocol.codec_request import parse_infer_request, parse_message, requested_outputs, wants_raw
+from engine.protocol.codec_request import (
+    check_parameters,
+    parse_infer_request,
+    parse_message,
+    requested_outputs,
+    wants_raw,
+)
 from engine.protocol.codec_tables import DEFAULT_LIMITS, CodecLimits
 
 __all__ = [
     "DEFAULT_LIMITS",
     "CodecLimits",
+    "check_parameters",
     "datatype_of",
     "decode_inputs",
     "encode_response",

@@ -8,7 +8,7 @@ parse answer INVALID_ARGUMENT rather than grpc's UNKNOWN.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
@@ -42,6 +42,83 @@ def parse_message(message_type: type[M], data: bytes, limits: CodecLimits = DEFA
 def parse_infer_request(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> pb.ModelInferRequest:
     """Parse a serialized ModelInferRequest; InvalidRequest if it does not parse."""
     return parse_message(pb.ModelInferRequest, data, limits)
+
+
+MAX_PARAMETERS: Final = 64
+MAX_PARAMETER_KEY_CHARS: Final = 256
+MAX_PARAMETER_VALUE_BYTES: Final = 4096
+_NOT_IMPLEMENTED = {
+    "sequence_id": "sequences (stateful models) are not implemented: every graph call is stateless",
+    "sequence_start": "sequences (stateful models) are not implemented: every graph call is stateless",
+    "sequence_end": "sequences (stateful models) are not implemented: every graph call is stateless",
+    "priority": "request priorities are not implemented: every call is admitted in arrival order",
+}
+SUPPORTED_PARAMETERS: Final = ("binary_data_output", "timeout")
+
+
+def check_parameters(request: pb.ModelInferRequest) -> float | None:
+    """Every request-level parameter is one this server implements, small, and of its type.
+
+    Returns the ``timeout`` parameter in seconds (Triton's schedule policy: int64 microseconds),
+    or None. A parameter we do not implement is refused naming it, never ignored; a parameter
+    that asks for the default (``sequence_id`` 0 or "", ``sequence_start``/``_end`` false,
+    ``priority`` 0) means the same as its absence and is accepted."""
+    parameters = request.parameters
+    if not parameters:
+        return None
+    if len(parameters) > MAX_PARAMETERS:
+        raise InvalidRequest(f"request has {len(parameters)} parameters, above the limit of {MAX_PARAMETERS}")
+    timeout: float | None = None
+    refused: list[str] = []
+    for key, value in parameters.items():
+        name = clip_name(key)
+        if len(key) > MAX_PARAMETER_KEY_CHARS:
+            raise InvalidRequest(
+                f"parameter '{name}': name is {len(key)} characters, above {MAX_PARAMETER_KEY_CHARS}"
+            )
+        kind = value.WhichOneof("parameter_choice")
+        if kind == "string_param" and len(value.string_param) > MAX_PARAMETER_VALUE_BYTES:
+            raise InvalidRequest(
+                f"parameter '{name}': value is {len(value.string_param)} characters, "
+                f"above {MAX_PARAMETER_VALUE_BYTES}"
+            )
+        if key == "binary_data_output":
+            if kind != "bool_param":
+                raise InvalidRequest(f"parameter 'binary_data_output' must be a bool, not {_kind(kind)}")
+        elif key == "timeout":
+            if kind not in ("int64_param", "uint64_param"):
+                raise InvalidRequest(
+                    f"parameter 'timeout' must be an integer number of microseconds, not {_kind(kind)}"
+                )
+            micros = getattr(value, kind)
+            if micros < 0:
+                raise InvalidRequest(f"parameter 'timeout' must not be negative, got {micros}")
+            timeout = micros / 1e6 if micros else None  # 0: no timeout, as Triton reads it
+        elif key in _NOT_IMPLEMENTED:
+            if not _is_default(value, kind):
+                refused.append(key)
+        else:
+            supported = ", ".join(SUPPORTED_PARAMETERS)
+            raise InvalidRequest(
+                f"parameter '{name}' is not implemented by this server (request parameters it "
+                f"reads: {supported}); remove it"
+            )
+    if refused:
+        refused.sort(key=list(_NOT_IMPLEMENTED).index)
+        named = ", ".join(f"'{key}'" for key in refused)
+        plural = "s" if len(refused) > 1 else ""
+        raise InvalidRequest(f"parameter{plural} {named}: {_NOT_IMPLEMENTED[refused[0]]}")
+    return timeout
+
+
+def _is_default(value: pb.InferParameter, kind: str | None) -> bool:
+    if kind is None:
+        return True
+    return not getattr(value, kind)  # 0, "", false
+
+
+def _kind(kind: str | None) -> str:
+    return (kind or "unset").removesuffix("_param")
 
 
 def wants_raw(request: pb.ModelInferRequest) -> bool:

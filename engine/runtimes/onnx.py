@@ -1,6 +1,8 @@
 """The ONNX model runtime: one onnxruntime session per model file, run inline or in a thread pool.
 
-``OnnxRuntimeFactory.load`` reads a model file once, hashes it, builds one
+``OnnxRuntimeFactory.load`` checks a model file's size against ``max_model_bytes`` before
+reading a byte of it, hashes it in chunks (never holding it whole), lets onnxruntime read it
+once from its path (so the file is in memory once, as the session's own), builds one
 ``InferenceSession`` (shared by every graph node that loads the same file with the
 same thread count), times a warm-up on synthetic input and decides how to run it:
 
@@ -44,10 +46,12 @@ from engine.errors import InternalError, ModelContractError
 from engine.interfaces import ModelOptions, ModelRun, ModelSignature, RuntimeTraits
 from engine.runtimes.batching import BatchingRuntime
 from engine.runtimes.onnx_session import (
+    OutputShape,
     Warmup,
-    clean_message,
     create_session,
+    load_problem,
     measure,
+    output_shapes,
     quiet_run_options,
     read_signature,
     translate_run_error,
@@ -67,6 +71,7 @@ class _SharedSession:
     session: ort.InferenceSession | None  # None once the last user closed it
     signature: ModelSignature
     warmup: Warmup
+    shapes: tuple[OutputShape, ...] = ()
     users: int = 0
 
 
@@ -101,6 +106,7 @@ class OnnxModel:
         self._input_names = tuple(t.name for t in shared.signature.inputs)
         self._output_names = [t.name for t in shared.signature.outputs]
         self._output_dtypes = tuple(t.datatype.numpy_dtype for t in shared.signature.outputs)
+        self._output_shapes = shared.shapes
         self._run_options = quiet_run_options()
         self.terminated = 0  # pool runs stopped part-way because their caller gave up
         self._on_terminated = on_terminated
@@ -163,9 +169,13 @@ class OnnxModel:
             outputs = session.run(self._output_names, feed, options or self._run_options)
         except Exception as exc:
             raise translate_run_error(exc, self._name) from exc
-        return self._checked(outputs)
+        return self._checked(outputs, inputs)
 
-    def _checked(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    def _checked(
+        self, outputs: list[np.ndarray], inputs: Sequence[np.ndarray] = ()
+    ) -> tuple[np.ndarray, ...]:
+        """The outputs, if they keep the model's declared signature (count, dtype, rank, fixed
+        dimensions, and a batch dimension as long as the input's it is declared with)."""
         if len(outputs) != len(self._output_dtypes):
             raise ModelContractError(
                 f"model '{self._name}' returned {len(outputs)} outputs, declares {len(self._output_dtypes)}"
@@ -176,6 +186,12 @@ class OnnxModel:
                 raise ModelContractError(
                     f"model '{self._name}' output '{name}' is {got}, declares {dtype}", tensor=name
                 )
+        for name, array, shape in zip(self._output_names, outputs, self._output_shapes, strict=False):
+            if shape.rank is None:
+                continue
+            problem = _shape_problem(array.shape, shape, inputs)
+            if problem:
+                raise ModelContractError(f"model '{self._name}' output '{name}' {problem}", tensor=name)
         return tuple(outputs)
 
     def close(self) -> None:
@@ -192,6 +208,7 @@ class OnnxRuntimeFactory:
     ``inline_threshold_ns``: with ``execution: auto``, batches estimated to run faster than this
     run inline on the event loop; slower ones in the pool.
     ``warmup_runs``: timed batch-1 runs at load (fewer when a model is slow).
+    ``max_model_bytes``: a bigger model file is refused from its size alone, unread (0: no limit).
     """
 
     def __init__(
@@ -201,10 +218,12 @@ class OnnxRuntimeFactory:
         inline_threshold_ns: int = DEFAULT_INLINE_THRESHOLD_NS,
         warmup_runs: int = WARMUP_RUNS,
         shadow_workers: int = 1,
+        max_model_bytes: int = 0,
     ) -> None:
         workers = max_workers if max_workers is not None else min(8, os.cpu_count() or 1)
         self.inline_threshold_ns = inline_threshold_ns
         self.warmup_runs = warmup_runs
+        self.max_model_bytes = max_model_bytes  # 0: no limit
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnx")
         # Shadow candidates run here (``shadow_workers`` at a time, as many as the shadow pool lets run):
         # a slow or hung candidate holds one of these threads, never one a live model needs, and a
@@ -212,6 +231,7 @@ class OnnxRuntimeFactory:
         self._shadow_pool = ThreadPoolExecutor(
             max_workers=shadow_workers, thread_name_prefix="onnx-shadow", initializer=_background_thread
         )
+        self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-close")
         self._sessions: dict[tuple[str, str, int], _SharedSession] = {}
         self._lock = threading.Lock()
         self.terminated_runs = 0  # pool runs (live or shadow) stopped because their caller gave up
@@ -231,15 +251,25 @@ class OnnxRuntimeFactory:
         if options.intra_op_threads < 1:
             raise ValueError(f"threads must be at least 1, not {options.intra_op_threads}")
         try:
-            model_bytes = path.read_bytes()
+            before = path.stat()
         except OSError as exc:
             raise ValueError(f"cannot read model '{path.name}': {exc.strerror or exc}") from exc
-        sha256 = hashlib.sha256(model_bytes).hexdigest()
+        if self.max_model_bytes and before.st_size > self.max_model_bytes:
+            raise ValueError(
+                f"model '{path.name}' is {before.st_size:,} bytes, over the limit of "
+                f"{self.max_model_bytes:,} (setting max_model_bytes); it was not read"
+            )
+        try:
+            sha256 = _file_sha256(path)
+        except OSError as exc:
+            raise ValueError(f"cannot read model '{path.name}': {exc.strerror or exc}") from exc
         key = (str(path.resolve()), sha256, options.intra_op_threads)
         with self._lock:
             shared = self._sessions.get(key)
             if shared is None:
-                shared = self._open(path.name, model_bytes, options.intra_op_threads)
+                shared = self._open(path, options.intra_op_threads)
+                if _changed(path, before):  # replaced while we read it: the hash may not be of these bytes
+                    raise ValueError(f"model '{path.name}' changed while it was being loaded; reload again")
                 self._sessions[key] = shared
             shared.users += 1
         if options.shadow:
@@ -264,26 +294,34 @@ class OnnxRuntimeFactory:
             model, options.batching, run_estimate_s=estimate_ns / 1e9 if estimate_ns else 0.0
         )
 
-    def _open(self, name: str, model_bytes: bytes, threads: int) -> _SharedSession:
+    def _open(self, path: Path, threads: int) -> _SharedSession:
+        name = path.name
         try:
-            session = create_session(model_bytes, threads)
+            session = create_session(str(path), threads)
         except Exception as exc:
-            raise ValueError(f"cannot load model '{name}': {clean_message(exc)}") from exc
+            raise ValueError(f"cannot load model '{name}': {load_problem(exc, name)}") from exc
         try:
             signature = read_signature(session)
         except ValueError as exc:
             raise ValueError(f"cannot serve model '{name}': {exc}") from exc
-        warmup = measure(session, signature, runs=self.warmup_runs, budget_ns=WARMUP_BUDGET_NS)
-        return _SharedSession(session, signature, warmup)
+        warmup = measure(session, signature, runs=self.warmup_runs, budget_ns=WARMUP_BUDGET_NS, model=name)
+        return _SharedSession(session, signature, warmup, output_shapes(session))
 
     def _release(self, shared: _SharedSession) -> None:
+        session = None
         with self._lock:
             shared.users -= 1
             if shared.users <= 0:
-                shared.session = None
+                session, shared.session = shared.session, None
                 for key, value in list(self._sessions.items()):
                     if value is shared:
                         del self._sessions[key]
+        if session is not None:
+            # Freeing a large session takes milliseconds with the GIL held: do it on a thread of its
+            # own, not on the caller's (the event loop, when a reload drops the old version).
+            with contextlib.suppress(RuntimeError):  # after close(): freed here, nothing else runs
+                self._closer.submit(_drop, session)
+            del session
 
     @property
     def open_sessions(self) -> int:
@@ -300,6 +338,44 @@ class OnnxRuntimeFactory:
         self._shadow_pool.shutdown(wait=False, cancel_futures=True)  # a hung candidate is not waited for
         with self._lock:
             self._sessions.clear()
+        self._closer.shutdown(wait=True)
+
+
+def _drop(session: object) -> None:
+    """Runs on the closing thread, which then drops the last reference to ``session``."""
+
+
+def _file_sha256(path: Path) -> str:
+    """The file's SHA-256, read in chunks (hashlib releases the GIL on each)."""
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _changed(path: Path, before: os.stat_result) -> bool:
+    try:
+        after = path.stat()
+    except OSError:
+        return True
+    return (after.st_size, after.st_mtime_ns, after.st_ino) != (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+
+
+def _shape_problem(got: tuple[int, ...], declared: OutputShape, inputs: Sequence[np.ndarray]) -> str:
+    """How a result's shape breaks its declaration ("" when it keeps it)."""
+    if len(got) != declared.rank:
+        return f"has rank {len(got)}, declares rank {declared.rank}"
+    for axis, size in declared.fixed:
+        if got[axis] != size:
+            return f"has dimension {axis} of {got[axis]}, declares {size}"
+    if declared.rows_of is not None and declared.rows_of < len(inputs):
+        source = inputs[declared.rows_of]
+        rows = int(source.shape[0]) if source.ndim else 1
+        if got and got[0] != rows:
+            return f"has {got[0]} rows for a batch of {rows} (declared with the input's batch dimension)"
+    return ""
 
 
 SHADOW_NICE = 19

@@ -17,13 +17,12 @@ every ``BaseException`` that is not an ``Exception`` (KeyboardInterrupt, SystemE
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass
 from typing import Final
 
 from opentelemetry import trace
 
-from engine.errors import EngineError, Overloaded, Status, status_of
+from engine.errors import EngineError, Overloaded, Status, new_error_id, status_of
 
 logger = logging.getLogger("engine.errors")
 
@@ -55,7 +54,7 @@ def describe(exc: BaseException) -> Failure:
 
 def internal(exc: BaseException) -> Failure:
     """Log ``exc`` under a fresh error id; the caller gets the id and the node, nothing else."""
-    error_id = secrets.token_hex(6)
+    error_id = new_error_id()
     node = getattr(exc, "node", None)
     where = f" in node '{clip(node)}'" if isinstance(node, str) and node else ""
     trace_id = current_trace_id()

@@ -26,6 +26,7 @@ ROWS = [
     (errors.ServerNotReady("draining"), Code.UNAVAILABLE),
     (errors.DependencyUnavailable("redis down"), Code.UNAVAILABLE),
     (errors.Overloaded("queue full"), Code.RESOURCE_EXHAUSTED),
+    (errors.ResourceExhausted("model could not allocate"), Code.RESOURCE_EXHAUSTED),
     (errors.DeadlineExceeded("too slow"), Code.DEADLINE_EXCEEDED),
     (errors.Unauthenticated("who are you"), Code.UNAUTHENTICATED),
     (errors.PermissionDenied("not you"), Code.PERMISSION_DENIED),

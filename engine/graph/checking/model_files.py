@@ -67,7 +67,10 @@ class ModelFiles:
             runtime = self.runtimes.load(self.graph_dir / relative, options)
         except Exception as exc:  # any loader failure is the modeller's to fix: report it, keep going
             self.failed.add(relative)
-            self.report.error(where, f"cannot load model '{relative}': {exc}")
+            reason = str(exc)
+            if f"'{PurePosixPath(relative).name}'" not in reason:  # the loader's text names the file
+                reason = f"cannot load model '{relative}': {reason}"
+            self.report.error(where, reason)
             return None
         self.loaded[relative] = runtime
         if node.batching is not None and (problem := batch_dimension_problem(runtime.signature)):
