@@ -2,12 +2,13 @@
 
 ``EngineServer`` builds the graph repository, the model runtime factory, the shadow
 dispatcher, the request log and tracing, hands them to the inference core
-(``engine.serving``), puts the gRPC front door in front of it, and owns the lifecycle:
+(``engine.serving``), puts the gRPC and the HTTP/REST front doors in front of it, and owns
+the lifecycle:
 
     start:  load every graph (validate, warm up) -> health SERVING -> ready
     drain:  health NOT_SERVING -> (drain delay, still serving) -> new calls UNAVAILABLE while
-            in-flight calls finish within the grace period -> stop the gRPC server
-            -> close runtimes
+            in-flight calls finish within the grace period (open streams then end with
+            UNAVAILABLE) -> stop the gRPC and HTTP servers -> close runtimes
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ from engine.protocol.admin import AdminService
 from engine.protocol.generated import POOL
 from engine.protocol.inference import GrpcOptions, InferenceService
 from engine.repository import GraphRepository
+from engine.rest.codec import RestLimits
+from engine.rest.routes import RestDoor, RestOptions
+from engine.rest.server import RestServer, tls_context
 from engine.runtimes.onnx import OnnxRuntimeFactory
 from engine.serving import ControlPlane, InferenceCore, LocalControl, ServerAdmin, ServingState
 from engine.serving.admission import Admission, LoopLagMonitor
@@ -137,6 +141,22 @@ class EngineServer:
         self.metrics = MetricsServer(self.snapshot) if settings.metrics_port >= 0 else None
         self.metrics_port = 0
         self.port = 0
+        self.http = (
+            RestServer(
+                RestDoor(
+                    self.core,
+                    self.admin,
+                    RestOptions(
+                        limits=RestLimits(settings.max_elements, settings.max_message_bytes),
+                        guard=self.grpc_options.guard,
+                        max_batch_size=settings.max_batch_size,
+                    ),
+                )
+            )
+            if settings.http_port >= 0
+            else None
+        )
+        self.http_port = 0
         self._server: grpc.aio.Server | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -196,6 +216,15 @@ class EngineServer:
         if self.request_log is not None:
             await self.request_log.start()
         await server.start()  # live (ServerLive answers) while graphs load; not ready yet
+        if self.http is not None:
+            host = self.settings.http_host or self.settings.host
+            tls = (
+                tls_context(self.settings.tls_cert, self.settings.tls_key, self.settings.tls_client_ca)
+                if credentials is not None
+                else None
+            )
+            self.http_port = await self.http.start(host, self.settings.http_port, tls)
+            log.info("HTTP/REST on %s://%s:%d/v2", "https" if tls else "http", host, self.http_port)
         if self.metrics is not None:
             host = self.settings.metrics_host or self.settings.host
             self.metrics_port = self.metrics.start(host, self.settings.metrics_port)
@@ -257,7 +286,7 @@ class EngineServer:
         if self.settings.drain_delay_s > 0:  # load balancers see NOT_SERVING; calls still served
             log.info("health NOT_SERVING; serving for %.1fs more", self.settings.drain_delay_s)
             await asyncio.sleep(self.settings.drain_delay_s)
-        self.state.draining = True
+        self.state.begin_drain()  # open streams end once their in-flight messages are answered
         log.info("draining: %d call(s) in flight, grace %.1fs", self.state.in_flight, grace)
         # Keep accepting while in-flight calls finish, so a call arriving meanwhile gets a clean,
         # retryable UNAVAILABLE ("server is draining") instead of being cancelled by grpc's
@@ -270,7 +299,11 @@ class EngineServer:
         # shutdown would be CANCELLED (not retryable by most clients) instead of UNAVAILABLE.
         while time.monotonic() - self.state.last_arrival < DRAIN_QUIET_S and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(DRAIN_POLL_S)
-        await self._server.stop(max(0.0, deadline - loop.time()))
+        left = max(0.0, deadline - loop.time())
+        if self.http is not None:
+            await asyncio.gather(self._server.stop(left), self.http.stop(left))
+        else:
+            await self._server.stop(left)
         # In-flight shadows get what is left of the grace; the rest are cancelled (and counted).
         await self.shadows.drain(max(0.0, deadline - loop.time()))
         self.runtimes.close()

@@ -25,7 +25,7 @@ class ServerThread:
             host="127.0.0.1",
             port=0,
             uvloop=False,
-            **{"metrics_port": 0, **settings},
+            **{"metrics_port": 0, "http_port": 0, **settings},
         )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="engine-server", daemon=True)
@@ -35,6 +35,12 @@ class ServerThread:
     @property
     def url(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` of the HTTP/REST door (tritonclient.http's ``url``)."""
+        assert self.server is not None
+        return f"127.0.0.1:{self.server.http_port}"
 
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
         """Run a coroutine on the server's loop and wait for its result."""

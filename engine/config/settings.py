@@ -43,6 +43,10 @@ class ServeSettings:
     )
     host: str = setting("127.0.0.1", "address to bind")
     port: int = setting(8001, "gRPC port; 0 picks a free one")
+    http_port: int = setting(
+        8000, "V2 HTTP/REST port (docs/http.md); 0 picks a free one, -1 turns the HTTP door off"
+    )
+    http_host: str = setting("", "address for the HTTP door; empty = the gRPC host")
     workers: int = setting(
         0,
         "server processes sharing the port (SO_REUSEPORT) under a supervisor that restarts a crashed "
@@ -155,7 +159,7 @@ class ServeSettings:
                 found[decl.name] = values.from_env(decl, raw)
         settings = cls(**{**found, **given})
         if settings.workers == 0:  # one per core; a port picked at random cannot be shared, so then one
-            settings.workers = 1 if settings.port == 0 else _usable_cores()
+            settings.workers = 1 if 0 in (settings.port, settings.http_port) else _usable_cores()
         if settings.pool_threads == 0:
             settings.pool_threads = _usable_cores()
         return settings

@@ -91,6 +91,9 @@ class Supervisor:
         self.socket_path = socket_path
         self.workers = [_Worker(i) for i in range(settings.workers)]
         self.metrics_ports = _loopback_ports(settings.workers) if settings.metrics_port >= 0 else []
+        if settings.http_port == 0:  # the workers share one HTTP port: pick it once, for all of them
+            host = settings.http_host or settings.host
+            settings = self.settings = dataclasses.replace(settings, http_port=_free_port(host))
         self.unloaded: set[str] = set()
         self.changes = 0  # mutating operations run so far: a worker welcomed before one missed it
         self._ids = itertools.count(1)
@@ -368,6 +371,13 @@ def _merge_rounds(first: tuple[Part, ...], later: tuple[Part, ...]) -> tuple[Par
         ]
         merged.append(dataclasses.replace(part, value={**part.value, "results": results}))
     return tuple(merged)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _loopback_ports(count: int) -> list[int]:

@@ -4,12 +4,22 @@ Translation only: each RPC decodes its message, asks the inference core (``Infer
 for inference, ``ServerAdmin`` for everything else) and encodes the answer. Errors are raised
 as ``engine.errors`` classes and mapped in one place (``engine.protocol.handlers`` and
 ``engine.protocol.status``).
+
+``ModelStreamInfer`` serves each message of a stream as its own inference call (admitted,
+traced, counted and logged like a unary one, labelled ``grpc-stream``), up to
+``STREAM_WINDOW`` of them at once, and answers them in the order they arrived. A message
+that fails is answered with its ``error_message`` (the same text a unary call's status would
+carry) and the stream stays open. When the server drains, the stream takes no new messages,
+answers the ones in flight, then ends with UNAVAILABLE so the client reconnects elsewhere.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import grpc
 
@@ -18,12 +28,16 @@ from engine.protocol import codec, metadata
 from engine.protocol.calls import SERVICE, GrpcInferCall
 from engine.protocol.generated.inference import grpc_service_pb2 as pb
 from engine.protocol.handlers import generic_handler
+from engine.protocol.status import status_for
 from engine.serving import InferenceCore, ServerAdmin
 from engine.serving.auth import ADMIN, OPEN, TokenGuard
 
 EXTENSIONS = ("classification", "model_configuration", "model_repository", "statistics", "schedule_policy")
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+STREAM_WINDOW: Final = 16
+"""Messages of one stream served at once; the next ones wait in grpc's flow control."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,68 @@ class InferenceService:
     async def model_infer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         return await self.core.infer(GrpcInferCall(request, context, self.options.limits))
 
+    async def model_stream_infer(
+        self, requests: AsyncIterator[bytes], context: Context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        state = self.admin.state
+        reader = aiter(requests)
+        pending: deque[asyncio.Future[pb.ModelStreamInferResponse]] = deque()
+        incoming: asyncio.Future[bytes] | None = asyncio.ensure_future(anext(reader))
+        drain = asyncio.ensure_future(state.drained.wait())
+        try:
+            while True:
+                waits: set[asyncio.Future[Any]] = set()
+                reading = incoming is not None and not state.draining
+                if reading and len(pending) < STREAM_WINDOW:
+                    assert incoming is not None
+                    waits.add(incoming)
+                if pending:
+                    waits.add(pending[0])
+                if not waits:
+                    if not reading:  # the client closed its side, or the server drains: all answered
+                        break
+                    waits.add(incoming)  # type: ignore[arg-type]  # reading implies incoming
+                if not state.draining:
+                    waits.add(drain)
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                while pending and pending[0].done():  # in arrival order
+                    yield pending.popleft().result()
+                if incoming is not None and incoming in done:
+                    try:
+                        data = incoming.result()
+                    except StopAsyncIteration:
+                        incoming = None
+                        continue
+                    pending.append(asyncio.ensure_future(self._stream_message(data, context)))
+                    incoming = asyncio.ensure_future(anext(reader))
+            if incoming is not None and state.draining:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "server is draining")
+        finally:
+            for task in (incoming, drain, *pending):
+                if task is not None and not task.done():
+                    task.cancel()
+
+    async def _stream_message(self, data: bytes, context: Context) -> pb.ModelStreamInferResponse:
+        """One message of a stream, answered with its response or its error."""
+        limits = self.options.limits
+        request: pb.ModelInferRequest | None = None
+        try:
+            request = codec.parse_infer_request(data, limits)
+            call = GrpcInferCall(request, context, limits, method="ModelStreamInfer", protocol="grpc-stream")
+            return pb.ModelStreamInferResponse(infer_response=await self.core.infer(call))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # answered in the message; the stream goes on
+            reply = status_for(exc)
+            echo = pb.ModelInferResponse()
+            if request is not None:
+                echo.model_name, echo.model_version, echo.id = (
+                    request.model_name,
+                    request.model_version,
+                    request.id,
+                )
+            return pb.ModelStreamInferResponse(error_message=reply.message, infer_response=echo)
+
     def handler(self) -> grpc.GenericRpcHandler:
         return generic_handler(
             SERVICE,
@@ -137,6 +213,7 @@ class InferenceService:
             },
             self.options.limits,
             self.options.guard,
+            streams={"ModelStreamInfer": self.model_stream_infer},
             levels={
                 "ServerLive": OPEN,  # liveness and readiness answer probes without credentials
                 "ServerReady": OPEN,

@@ -8,6 +8,7 @@ front door.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from engine.errors import ServerNotReady
@@ -31,11 +32,18 @@ class ServingState:
     """Calls that named no served graph (unknown, not ready), by status."""
     admission: Admission = field(default_factory=Admission)
     """The concurrency limit and wait queue every inference call goes through."""
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set with ``draining``: open streams wake up to end once their messages are answered."""
 
     @property
     def serving(self) -> bool:
         """What readiness probes answer: started and not stopping."""
         return self.ready and not self.stopping
+
+    def begin_drain(self) -> None:
+        """Refuse new calls from now on (``check_ready``) and tell open streams to end."""
+        self.draining = True
+        self.drained.set()
 
     def count_unrouted(self, status: str) -> None:
         self.unrouted[status] = self.unrouted.get(status, 0) + 1

@@ -44,7 +44,7 @@ class EngineProcess:
 
     def __init__(self, *args: str) -> None:
         # An ephemeral metrics port unless a test names one: servers in tests never collide on 8002.
-        env = {"ENGINE_METRICS_PORT": "0", **os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {"ENGINE_METRICS_PORT": "0", "ENGINE_HTTP_PORT": "0", **os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "serve", *args],
             cwd=ROOT,

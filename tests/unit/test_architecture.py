@@ -2,6 +2,7 @@
 
     bootstrap   engine.server, engine.cli, engine.fleet, engine.config
     front doors engine.protocol                 (gRPC; protobuf types stay here)
+                engine.rest                     (HTTP/REST; aiohttp types stay here)
     core        engine.serving                  (one inference path for every door and worker)
     repository  engine.repository
     execution   engine.execution
@@ -57,6 +58,10 @@ ALLOWED: dict[str, set[str]] = {
     # A front door sees the core, the kernel and the plain values it renders; nothing that runs graphs.
     "engine.protocol": KERNEL
     | {"engine.serving", "engine.graph.values", "engine.execution.stats", "engine.shadow.report"},
+    # The HTTP door: the same, plus the V2 metadata renderers it shares with the gRPC door (Triton's
+    # HTTP config and statistics are the JSON form of the gRPC messages); never gRPC itself.
+    "engine.rest": KERNEL
+    | {"engine.serving", "engine.graph.values", "engine.execution.stats", "engine.protocol.metadata"},
     "engine.runtimes": KERNEL,
     "engine.observability": KERNEL | {"engine.execution.stats", "engine.shadow"},
     "engine.config": set(),
@@ -67,6 +72,8 @@ ALLOWED: dict[str, set[str]] = {
 BOOTSTRAP = ("engine.server", "engine.cli", "engine.fleet")
 # Only these may touch grpc or generated protobuf modules.
 GRPC_ALLOWED = ("engine.protocol", "engine.server", "engine.cli", "loadtest", "bench")
+# Only the HTTP door serves HTTP with aiohttp (metrics use prometheus_client's own server).
+AIOHTTP_ALLOWED = ("engine.rest", "bench")
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -122,6 +129,9 @@ def test_layers_point_downwards(module: str, path: Path) -> None:
             or ".generated" in i
         )
         assert not grpc_like, f"{module} imports gRPC/protobuf modules {grpc_like}; keep them at the edge"
+    if not _within(module, AIOHTTP_ALLOWED):
+        web = sorted(i for i in imports if i.split(".")[0] == "aiohttp")
+        assert not web, f"{module} imports {web}; HTTP serving stays in engine.rest"
 
 
 def _module_graph() -> dict[str, set[str]]:

@@ -1,0 +1,91 @@
+"""A V2 REST inference request as the inference core sees it: ``HttpInferCall`` (an ``InferCall``).
+
+Decoding and encoding are the REST codec's (``engine.rest.codec``). The deadline is
+Triton's ``timeout`` request parameter (microseconds) when given. The span attributes
+follow OpenTelemetry's HTTP server conventions (``http.request.method``, ``http.route``,
+``http.response.status_code``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Final
+
+import numpy as np
+
+from engine.errors import InvalidRequest, Status
+from engine.rest import codec
+from engine.rest.status import HTTP_CODES
+from engine.serving import Headers, InferResult, SpanAttributes
+from engine.tensors import TensorSpec
+
+INFER_ROUTE: Final = "/v2/models/{model}[/versions/{version}]/infer"
+
+_STATUS_ATTRIBUTES: Final[dict[Status, SpanAttributes]] = {
+    status: {"http.response.status_code": code} for status, code in HTTP_CODES.items()
+}
+_SPAN: Final[SpanAttributes] = {"http.request.method": "POST", "http.route": INFER_ROUTE}
+
+
+class HttpInferCall:
+    """One ``POST /v2/models/{model}/infer`` request."""
+
+    __slots__ = ("_deadline", "_headers", "_limits", "_request", "_wanted", "graph", "run_ns", "version")
+
+    protocol: Final = "http"
+
+    def __init__(
+        self,
+        graph: str,
+        version: str,
+        request: codec.RestRequest,
+        headers: Headers,
+        limits: codec.RestLimits,
+    ) -> None:
+        self.graph = graph
+        self.version = version
+        self._request = request
+        self._headers = headers
+        self._limits = limits
+        self._wanted: tuple[codec.OutputChoice, ...] = ()
+        self.run_ns = 0
+        timeout = request.parameters().get("timeout")
+        if timeout is None:
+            self._deadline: float | None = None
+        elif isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0:
+            self._deadline = time.monotonic() + timeout / 1e6
+        else:
+            raise InvalidRequest("parameter 'timeout' must be a positive number of microseconds")
+
+    @property
+    def request_id(self) -> str:
+        return self._request.request_id
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+    def headers(self) -> Headers:
+        return self._headers
+
+    def span_attributes(self) -> SpanAttributes:
+        return _SPAN
+
+    def status_attributes(self, status: Status) -> SpanAttributes:
+        return _STATUS_ATTRIBUTES[status]
+
+    def decode(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> list[np.ndarray]:
+        arrays = codec.decode_inputs(self._request, inputs, self._limits)
+        self._wanted = codec.requested_outputs(self._request, outputs)
+        return arrays
+
+    def encode(self, result: InferResult) -> tuple[bytes, int | None]:
+        """The response body and the length of its JSON header when binary data follows it."""
+        self.run_ns = result.run_ns
+        chosen = [(choice, result.output(choice.name)) for choice in self._wanted]
+        return codec.encode_response(
+            model_name=result.graph,
+            model_version=result.version,
+            request_id=result.request_id,
+            outputs=[(choice, array) for choice, array in chosen if array is not None],
+        )
