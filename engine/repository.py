@@ -68,6 +68,7 @@ class ServedGraph:
     output_names: tuple[str, ...]  # graph outputs, in the order the runner returns them
     policy: LoggingPolicy  # the request-log policy, redaction extended to values derived from redacted ones
     models: dict[str, str]  # node -> sha256 of the model it runs
+    checks_contracts: bool = False  # inputs or features fields carry ``contract:`` rules
 
     @property
     def name(self) -> str:
@@ -282,6 +283,7 @@ class GraphRepository:
             output_names=tuple(spec.name for spec in plan.outputs),
             policy=with_derived_redactions(graph.spec.logging, plan.nodes, references),
             models={n.name: n.model_sha256 for n in plan.nodes if n.model_sha256},
+            checks_contracts=bool(plan.contracts) or runner.has_contracts,
         )
         weakref.finalize(served, graph.close)
         return served

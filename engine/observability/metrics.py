@@ -98,7 +98,15 @@ class EngineCollector(Collector):
             "or a default because it was missing, stale, timed_out or failed",
             labels=["graph", "version", "node", "status"],
         )
+        violations = CounterMetricFamily(
+            "engine_contract_violations",
+            "Rows that broke a data contract rule (range, allow_nan, values) of a graph input or a "
+            "feature field, by action: reject (the request failed) or flag (served and recorded)",
+            labels=["graph", "version", "tensor", "column", "rule", "action"],
+        )
         for stats in snap.graphs:
+            for key, count in sorted(stats.violations.items()):
+                violations.add_metric([stats.name, stats.version, *key.split("|", 3)], count)
             for code, histogram in sorted(stats.by_code.items()):
                 labels = [stats.name, stats.version, code]
                 requests.add_metric(labels, histogram.count)
@@ -118,6 +126,7 @@ class EngineCollector(Collector):
             requests.add_metric(["", "", code], count)
         yield from (requests, durations, node_durations, node_errors, node_queue, batch_sizes, rows)
         yield feature_values
+        yield violations
 
         ready = GaugeMetricFamily(
             "engine_graph_ready", "1 if the graph version serves", labels=["graph", "version"]
