@@ -166,6 +166,7 @@ class InferenceCore:
                 request_id=call.request_id,
                 shadows=shadows,
                 flags=flags,
+                tap=served.drift.tap if served.drift is not None else None,
             )
             t2 = time.perf_counter_ns()
             if live is not None:
