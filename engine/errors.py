@@ -11,6 +11,7 @@ message and a logged error id (``engine.serving.failure``).
     EngineError
     ├── InvalidRequest ................ INVALID_ARGUMENT  a malformed request
     │   └── TensorError ............... INVALID_ARGUMENT  names the tensor at fault
+    │       └── ContractViolation ..... INVALID_ARGUMENT  a value broke a `reject` data contract
     ├── NotFound ...................... NOT_FOUND
     │   └── GraphNotFound ............. NOT_FOUND         unknown graph or version
     ├── Unavailable ................... UNAVAILABLE       retryable
@@ -68,6 +69,16 @@ class TensorError(InvalidRequest):
     def __init__(self, tensor: str, problem: str) -> None:
         super().__init__(f"tensor '{tensor}': {problem}", tensor=tensor)
         self.problem = problem
+
+
+class ContractViolation(TensorError):
+    """A value broke a ``reject`` data contract: names the tensor, column, row and rule."""
+
+    def __init__(self, tensor: str, column: str, row: int, rule: str, problem: str) -> None:
+        super().__init__(tensor, problem)
+        self.column = column
+        self.row = row
+        self.rule = rule
 
 
 class NotFound(EngineError):

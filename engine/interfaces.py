@@ -217,6 +217,7 @@ class RequestOutcome:
     policy: RecordPolicy
     reason: str
     shadows: ShadowResults | None = None
+    violations: tuple[str, ...] = ()  # ``flag`` data-contract violations (``column rule row N ...``)
 
 
 class RequestRecorder(Protocol):

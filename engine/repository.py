@@ -39,6 +39,9 @@ from engine.graph import CompiledGraph, find_graph_files, load_graph
 from engine.graph.compiling.redactions import with_derived_redactions
 from engine.graph.values.logging_policy import LoggingPolicy
 from engine.interfaces import FeatureCatalog, RuntimeFactory
+from engine.monitoring.drift import VersionDrift
+from engine.monitoring.layout import plan_columns
+from engine.monitoring.profile import read_profile
 from engine.shadow.compare import ShadowComparisons, ShadowConfig
 from engine.shadow.dispatch import GraphCandidate, ShadowBinding, ShadowDispatcher
 from engine.shadow.rules import parse_rules
@@ -68,6 +71,8 @@ class ServedGraph:
     output_names: tuple[str, ...]  # graph outputs, in the order the runner returns them
     policy: LoggingPolicy  # the request-log policy, redaction extended to values derived from redacted ones
     models: dict[str, str]  # node -> sha256 of the model it runs
+    checks_contracts: bool = False  # inputs or features fields carry ``contract:`` rules
+    drift: VersionDrift | None = None  # live counts against the folder's profile.json (monitoring on)
 
     @property
     def name(self) -> str:
@@ -116,8 +121,11 @@ class GraphRepository:
         runtimes: RuntimeFactory,
         features: FeatureCatalog | None = None,
         shadows: ShadowDispatcher | None = None,
+        *,
+        monitoring: bool = True,
     ) -> None:
         self.root = root
+        self.monitoring = monitoring  # versions with a profile.json count their live values (drift)
         self.runtimes = runtimes
         self.features = features
         self.shadows = shadows  # starts every graph's shadows; None: shadows are loaded, never run
@@ -249,6 +257,35 @@ class GraphRepository:
         self._swap(GraphEntry(name, entry.folder, versions, latest, "; ".join(errors), tuple(diagnostics)))
         return results
 
+    def _drift(self, graph: CompiledGraph, folder: Path) -> VersionDrift | None:
+        """Drift counting for a version whose folder has a profile; a bad profile is logged, and
+        the version serves unmonitored (monitoring never decides whether a graph serves)."""
+        try:
+            profile = read_profile(folder)
+        except ValueError as exc:
+            log.warning("graph %s version %s: not monitored: %s", graph.name, graph.version, exc)
+            return None
+        if profile is None:
+            return None
+        drift = VersionDrift(graph.name, graph.version, profile, plan_columns(graph.plan))
+        if drift.unmatched:
+            log.warning(
+                "graph %s version %s: profile columns not in the graph: %s",
+                graph.name,
+                graph.version,
+                ", ".join(drift.unmatched),
+            )
+        return drift
+
+    def drifts(self) -> list[VersionDrift]:
+        """Every served version's drift counters."""
+        return [
+            served.drift
+            for entry in list(self._entries.values())
+            for served in list(entry.versions.values())
+            if served.drift is not None
+        ]
+
     async def _load_version(self, path: Path, fingerprint: str, key: str) -> ServedGraph:
         graph = await asyncio.to_thread(load_graph, path, self.runtimes, self.features)
         try:
@@ -282,6 +319,8 @@ class GraphRepository:
             output_names=tuple(spec.name for spec in plan.outputs),
             policy=with_derived_redactions(graph.spec.logging, plan.nodes, references),
             models={n.name: n.model_sha256 for n in plan.nodes if n.model_sha256},
+            checks_contracts=bool(plan.contracts) or runner.has_contracts,
+            drift=self._drift(graph, path.parent) if self.monitoring else None,
         )
         weakref.finalize(served, graph.close)
         return served

@@ -32,6 +32,7 @@ from adapters.registry import FeatureCatalog
 from engine.config import ServeSettings
 from engine.errors import EngineError
 from engine.interfaces import RuntimeFactory
+from engine.monitoring.drift import COUNT_INTERVAL_S, DriftRow, drift_rows, merge_drift
 from engine.observability.log_config import recorder_options, request_log_from_config
 from engine.observability.metrics import EngineSnapshot, MetricsServer
 from engine.observability.recorder import Recorder
@@ -86,7 +87,9 @@ class EngineServer:
         # Shadow work: its own concurrency limit and queue, sampled by request id when there is one.
         self.shadows = ShadowPool(settings.shadow_concurrency, settings.shadow_queue, sampling="request_id")
         self.dispatcher = ShadowDispatcher(self.shadows)
-        self.repository = GraphRepository(settings.graphs, self.runtimes, self.features, self.dispatcher)
+        self.repository = GraphRepository(
+            settings.graphs, self.runtimes, self.features, self.dispatcher, monitoring=settings.monitoring
+        )
         self.state = ServingState(
             admission=Admission(
                 limit=settings.max_concurrency,
@@ -162,6 +165,7 @@ class EngineServer:
         self._stopping = False
         self._reloading: asyncio.Future[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._counter: asyncio.Task[None] | None = None  # drift counting, off the response path
         self._lag_monitor: LoopLagMonitor | None = None
         self._health_updates: set[asyncio.Future[None]] = set()
 
@@ -249,6 +253,8 @@ class EngineServer:
             self._lag_monitor.start()
         if self.settings.reload_interval_s > 0:
             self._watcher = asyncio.create_task(self._watch(self.settings.reload_interval_s))
+        if self.settings.monitoring:
+            self._counter = asyncio.create_task(count_drift(self.repository))
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving %d graph(s) on %s:%d",
@@ -281,6 +287,8 @@ class EngineServer:
             self._lag_monitor.stop()
         if self._watcher is not None:
             self._watcher.cancel()
+        if self._counter is not None:
+            self._counter.cancel()
         grace = self.settings.grace_s if grace is None else grace
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_delay_s > 0:  # load balancers see NOT_SERVING; calls still served
@@ -368,7 +376,16 @@ class EngineServer:
             admission_queue_depth=self.state.admission.queued,
             shadows=self._shadow_report(),
             shadow_pool={"in_flight": self.shadows.in_flight, "queued": self.shadows.queued},
+            drift=self._drift_rows(),
         )
+
+    def _drift_rows(self) -> list[DriftRow]:
+        """This process's drift numbers for a scrape (metrics thread; counting may race it: a
+        window is then a few requests behind)."""
+        rows: list[DriftRow] = []
+        for drift in self.repository.drifts():
+            rows.extend(drift_rows(merge_drift([drift.state()])[0], drift.profile))
+        return rows
 
     def _shadow_report(self) -> ShadowReport | None:
         """The shadows' numbers for a scrape (metrics thread); a reload racing it skips one scrape."""
@@ -379,6 +396,18 @@ class EngineServer:
 
     async def wait(self) -> None:
         await self._stopped.wait()
+
+
+async def count_drift(repository: GraphRepository) -> None:
+    """Count every monitored version's queued requests on its reference bins, a few times a second."""
+    while True:
+        await asyncio.sleep(COUNT_INTERVAL_S)
+        for drift in repository.drifts():
+            try:
+                drift.count()
+            except Exception:  # monitoring must never take serving down
+                log.exception("drift counting failed for %s %s", drift.graph, drift.version)
+                drift.pending.clear()
 
 
 def freeze_startup_heap() -> None:

@@ -101,6 +101,39 @@ def fraud_users(n: int = 500, seed: int = 5) -> list[dict[str, object]]:
     ]
 
 
+def fraud_train(n: int = 3000, seed: int = 17) -> list[dict[str, object]]:
+    """Training-like transactions of the fraud example, as callers send them (``amount``, ``user_id``,
+    the ``txn`` columns by their contract names) with the label: what ``engine profile build
+    graphs/fraud --data graphs/fraud/train.csv`` profiles (docs/monitoring.md)."""
+    rng = np.random.default_rng(seed)
+    users = fraud_users()
+    pick = rng.integers(0, len(users), size=n)
+    amount = rng.lognormal(mean=5.0, sigma=1.4, size=n)
+    ip = rng.beta(1.5, 6.0, size=n)
+    foreign = (rng.random(n) < 0.15).astype(float)
+    hour = rng.integers(0, 24, size=n).astype(float)
+    age = np.array([float(users[i]["account_age_days"]) for i in pick])  # type: ignore[arg-type]
+    txn = np.array([float(users[i]["txn_count_24h"]) for i in pick])  # type: ignore[arg-type]
+    devices = np.array([float(users[i]["devices_30d"]) for i in pick])  # type: ignore[arg-type]
+    high, new = amount > HIGH_AMOUNT, age < 90
+    logit = (
+        -7.0 + 7.0 * ip + 0.6 * txn + 1.0 * (devices > 3) + 1.0 * ((hour < 6) & (foreign > 0)) + 1.5 * new
+        + 3.0 * (high & new) + 2.0 * (high & (foreign > 0)) + 2.0 * (high & (ip > 0.3))
+    )  # fmt: skip
+    label = rng.random(n) < 1 / (1 + np.exp(-logit))
+    return [
+        {
+            "amount": round(float(amount[k]), 2),
+            "user_id": users[int(pick[k])]["user_id"],
+            "txn.ip_risk_score": round(float(ip[k]), 4),
+            "txn.foreign_card": int(foreign[k]),
+            "txn.hour": int(hour[k]),
+            "is_fraud": int(label[k]),
+        }
+        for k in range(n)
+    ]
+
+
 def eta_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """x [n, 5] (``ETA_FEATURES``) and delivery minutes [n]."""
     rng = np.random.default_rng(seed)
@@ -371,6 +404,7 @@ GROUPS = (
 
 DATA_FILES: dict[str, Callable[[], list[dict[str, object]]]] = {
     "graphs/fraud/users.csv": fraud_users,
+    "graphs/fraud/train.csv": fraud_train,
     "graphs/eta/restaurants.csv": eta_restaurants,
     "graphs/eta/couriers.csv": eta_couriers,
 }

@@ -121,6 +121,9 @@ class ServeSettings:
         flag=False,
         in_file=resolve_source_paths,
     )
+    monitoring: bool = setting(
+        True, "count live values of graphs with a profile.json against it (drift); docs/monitoring.md"
+    )
     metrics_port: int = setting(8002, "Prometheus /metrics HTTP port; 0 picks a free one, -1 turns it off")
     metrics_host: str = setting("", "address for /metrics; empty = the gRPC host")
     trace_exporter: str = setting(

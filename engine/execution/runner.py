@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
 
 from engine.errors import DeadlineExceeded, EngineError, InternalError, InvalidRequest
+from engine.execution.contracts import enforce
 from engine.execution.features import fetch_features
 from engine.execution.stats import GraphStats, NodeStats
+from engine.graph.values.contracts import Violation
 from engine.graph.values.plan import (
     Branch,
     DefaultFill,
@@ -107,6 +109,11 @@ class PlanRunner:
                     )
 
     @property
+    def has_contracts(self) -> bool:
+        """Whether a features node checks its fields' data contracts (flags go in ``run(flags=)``)."""
+        return any(isinstance(s, FeatureStep) and s.contracts for s in _all_steps(self.plan))
+
+    @property
     def has_shadows(self) -> bool:
         """Whether requests may start shadow work (callers then pass a ``RequestShadows``)."""
         return bool(self._shadows)
@@ -119,16 +126,20 @@ class PlanRunner:
         observer: Observer | None = None,
         request_id: str = "",
         shadows: RequestShadows | None = None,
+        flags: list[Violation] | None = None,
+        tap: Callable[[Sequence[np.ndarray | None]], None] | None = None,
     ) -> tuple[np.ndarray, ...]:
         """Run the plan; ``inputs`` are in ``plan.inputs`` order. Returns ``plan.outputs`` in order.
 
         ``request_id`` decides shadow sampling by id (when the pool samples so); ``shadows``
-        collects this request's shadow outcomes for its request-log record."""
+        collects this request's shadow outcomes for its request-log record; ``flags`` the
+        ``flag`` contract violations of its features nodes. ``tap`` (monitoring) is handed every
+        slot once the plan has run (no copy: it must not keep or change them past the call)."""
         plan = self.plan
         values: Values = [None] * plan.n_slots
         values[: self._n_inputs] = inputs
         rows = _batch_rows(plan, values)
-        call = _Call(self, deadline, observer, rows, request_id, shadows)
+        call = _Call(self, deadline, observer, rows, request_id, shadows, flags)
         for stage in self._stages:
             for step in stage.inline:
                 await call.step(step, values)
@@ -136,13 +147,15 @@ class PlanRunner:
                 await call.step(stage.waiting[0], values)
             elif stage.waiting:
                 await call.concurrently(stage.waiting, values)
+        if tap is not None:
+            tap(values)
         return tuple(values[slot] for slot in plan.output_slots)  # type: ignore[misc]  # all filled by now
 
 
 class _Call:
     """The state of one request's walk over a plan."""
 
-    __slots__ = ("deadline", "observer", "request_id", "rows", "runner", "shadows", "t0")
+    __slots__ = ("deadline", "flags", "observer", "request_id", "rows", "runner", "shadows", "t0")
 
     def __init__(
         self,
@@ -152,8 +165,10 @@ class _Call:
         rows: int,
         request_id: str = "",
         shadows: RequestShadows | None = None,
+        flags: list[Violation] | None = None,
     ):
         self.runner = runner
+        self.flags = flags
         self.deadline = deadline
         self.observer = observer
         self.rows = rows
@@ -231,6 +246,8 @@ class _Call:
                     deadline,
                     store=self.runner._stores,
                 )
+                if step.contracts:
+                    enforce([(c, outs[k]) for k, c in step.contracts], self.runner.stats, self.flags)
             else:
                 outs, branch_rows = await self._route(step, present, values)
         except EngineError as exc:

@@ -112,6 +112,12 @@ class GraphStats:
     inference_count: int = 0  # rows served
     execution_count: int = 0  # requests executed
     last_inference_ms: int = 0
+    violations: dict[str, int] = field(default_factory=dict)  # "tensor|column|rule|action" -> rows
+
+    def count_violation(self, tensor: str, column: str, rule: str, action: str, rows: int) -> None:
+        """``rows`` rows of one request broke ``rule`` of a data contract (``action``: reject | flag)."""
+        key = f"{tensor}|{column}|{rule}|{action}"
+        self.violations[key] = self.violations.get(key, 0) + rows
 
     def node(self, name: str, kind: str) -> NodeStats:
         stats = self.nodes.get(name)
@@ -163,6 +169,7 @@ class GraphStats:
             inference_count=int(data["inference_count"]),
             execution_count=int(data["execution_count"]),
             last_inference_ms=int(data["last_inference_ms"]),
+            violations={str(k): int(v) for k, v in data.get("violations", {}).items()},
             **{k: Duration(**data[k]) for k in _GRAPH_DURATIONS},
         )
 
@@ -222,6 +229,8 @@ def merge_stats(parts: Sequence[GraphStats]) -> GraphStats:
             _add_histogram(merged.by_code.setdefault(code, Histogram()), histogram)
         for name, node in other.nodes.items():
             _add_node(merged.node(name, node.kind), node)
+        for key, rows in other.violations.items():
+            merged.violations[key] = merged.violations.get(key, 0) + rows
         merged.inference_count += other.inference_count
         merged.execution_count += other.execution_count
         merged.last_inference_ms = max(merged.last_inference_ms, other.last_inference_ms)

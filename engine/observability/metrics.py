@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from engine.execution.stats import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S, GraphStats, Histogram
 from engine.interfaces import FEATURE_STATUS_NAMES
+from engine.monitoring.drift import DriftRow
 from engine.shadow.report import ShadowReport
 
 _LE = [*(f"{b:g}" for b in LATENCY_BUCKETS_S), "+Inf"]
@@ -42,6 +43,7 @@ class EngineSnapshot:
     admission_queue_depth: int = 0
     shadows: ShadowReport | None = None  # every shadow's numbers so far (engine.shadow)
     shadow_pool: Mapping[str, int] = field(default_factory=dict)  # in_flight / queued
+    drift: list[DriftRow] = field(default_factory=list)  # this process's drift per column and window
     extra: list[Metric] = field(default_factory=list)  # families other parts contribute
 
 
@@ -98,7 +100,15 @@ class EngineCollector(Collector):
             "or a default because it was missing, stale, timed_out or failed",
             labels=["graph", "version", "node", "status"],
         )
+        violations = CounterMetricFamily(
+            "engine_contract_violations",
+            "Rows that broke a data contract rule (range, allow_nan, values) of a graph input or a "
+            "feature field, by action: reject (the request failed) or flag (served and recorded)",
+            labels=["graph", "version", "tensor", "column", "rule", "action"],
+        )
         for stats in snap.graphs:
+            for key, count in sorted(stats.violations.items()):
+                violations.add_metric([stats.name, stats.version, *key.split("|", 3)], count)
             for code, histogram in sorted(stats.by_code.items()):
                 labels = [stats.name, stats.version, code]
                 requests.add_metric(labels, histogram.count)
@@ -118,6 +128,7 @@ class EngineCollector(Collector):
             requests.add_metric(["", "", code], count)
         yield from (requests, durations, node_durations, node_errors, node_queue, batch_sizes, rows)
         yield feature_values
+        yield violations
 
         ready = GaugeMetricFamily(
             "engine_graph_ready", "1 if the graph version serves", labels=["graph", "version"]
@@ -176,6 +187,8 @@ class EngineCollector(Collector):
             )
         if snap.shadows is not None:
             yield from _shadow_families(snap.shadows, snap.shadow_pool)
+        if snap.drift:
+            yield from _drift_families(snap.drift)
         yield from snap.extra
 
 
@@ -243,3 +256,31 @@ def _shadow_families(report: ShadowReport, pool: Mapping[str, int]) -> Iterator[
         yield GaugeMetricFamily(
             f"engine_shadow_pool_{name}", f"Shadow runs {name.replace('_', ' ')}", value=value
         )
+
+
+_DRIFT_GAUGES = (
+    ("psi", "Population stability index of the column's live values against its reference profile"),
+    ("js_distance", "Jensen-Shannon distance (base 2) of the column's live values from its reference"),
+    ("nan_share", "Share of the column's live values that are NaN (or empty text)"),
+    ("out_of_range_share", "Share of the column's live values outside the reference's [min, max] or values"),
+)
+
+
+def _drift_families(rows: list[DriftRow]) -> Iterator[Metric]:
+    """Drift per graph version, column and window (windows without live values are left out)."""
+    labels = ["graph", "version", "column", "window"]
+    families = {
+        name: GaugeMetricFamily(f"engine_drift_{name}", text, labels=labels) for name, text in _DRIFT_GAUGES
+    }
+    counted = GaugeMetricFamily(
+        "engine_drift_rows", "Live values of the column counted in the window", labels=labels
+    )
+    for row in rows:
+        key = [row.graph, row.version, row.column, row.window]
+        counted.add_metric(key, row.rows)
+        for name, family in families.items():
+            value = getattr(row, name)
+            if value is not None:
+                family.add_metric(key, value)
+    yield from families.values()
+    yield counted

@@ -79,6 +79,7 @@ def build_record(
     hash_key: bytes | None = None,
     time_ns: int | None = None,
     shadows: Mapping[str, ShadowOutcome] | None = None,
+    violations: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The record of one request. ``request_id`` "" gets a generated id; ``time_ns`` is wall time."""
     if policy.hash and not hash_key:
@@ -128,6 +129,9 @@ def build_record(
         latency_us=latency_us,
         sampled_because=sampled_because,
     )
+    flagged = list(violations)
+    if flagged:  # ``flag`` data-contract violations: served, and said so here
+        record["violations"] = flagged
     return record
 
 

@@ -1,4 +1,5 @@
-"""``engine.v1.Engine``: our admin service — list, describe, validate, explain, reload, shadow report.
+"""``engine.v1.Engine``: our admin service — list, describe, validate, explain, reload, shadow and
+monitoring reports.
 
 Translation only, like ``engine.protocol.inference``: ``Explain`` is an inference call like
 any other (admitted, counted, recorded) with an observer that keeps every node's event.
@@ -176,6 +177,12 @@ class AdminService:
         report = await self.admin.shadow_report(request.graph)
         return epb.ShadowReportResponse(json=report.json, table=report.table)
 
+    async def monitor_report(
+        self, request: epb.MonitorReportRequest, context: Context
+    ) -> epb.MonitorReportResponse:
+        report = await self.admin.monitor_report(request.graph)
+        return epb.MonitorReportResponse(json=report.json, table=report.table)
+
     def handler(self) -> grpc.GenericRpcHandler:
         return generic_handler(
             SERVICE,
@@ -186,6 +193,7 @@ class AdminService:
                 "Explain": (self.explain, epb.ExplainRequest),
                 "ReloadGraphs": (self.reload_graphs, epb.ReloadGraphsRequest),
                 "ShadowReport": (self.shadow_report, epb.ShadowReportRequest),
+                "MonitorReport": (self.monitor_report, epb.MonitorReportRequest),
             },
             self.options.limits,
             self.options.guard,

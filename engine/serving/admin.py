@@ -19,9 +19,12 @@ from engine.errors import Diagnostic, GraphInvalid, GraphNotFound, PermissionDen
 from engine.execution.stats import GraphStats
 from engine.graph import check_graph
 from engine.graph.values.plan import NodeInfo
+from engine.monitoring.report import MonitorReport, build_report
+from engine.monitoring.report import render_table as render_monitor_table
 from engine.repository import GraphRepository
 from engine.serving.control import ControlPlane
 from engine.serving.operations import (
+    merge_drift_states,
     merge_index,
     merge_reload,
     merge_shadows,
@@ -51,7 +54,8 @@ READ_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True, slots=True)
 class ShadowReportText:
-    """A shadow report as JSON (``engine.shadow.ShadowReport``) and as the table people read."""
+    """A report (shadows: ``engine.shadow.ShadowReport``; monitoring:
+    ``engine.monitoring.report.MonitorReport``) as JSON and as the table people read."""
 
     json: str
     table: str
@@ -144,6 +148,19 @@ class ServerAdmin:
         answer = await self.control.broadcast("shadows", {"graph": graph}, READ_TIMEOUT_S)
         report = merge_shadows(answer)
         return ShadowReportText(report.to_json(), render_table(report))
+
+    async def monitor_report(self, graph: str = "") -> ShadowReportText:
+        """``drift`` as JSON and as the table ``engine monitor report`` prints."""
+        report = await self.drift(graph)
+        return ShadowReportText(report.to_json(), render_monitor_table(report))
+
+    async def drift(self, graph: str = "") -> MonitorReport:
+        """Drift of every monitored version (of ``graph``, or all), counts summed over the workers."""
+        if graph and not self._known(graph):
+            raise GraphNotFound(graph, "")
+        answer = await self.control.broadcast("drift", {"graph": graph}, READ_TIMEOUT_S)
+        profiles = {(d.graph, d.version): d.profile for d in self.repository.drifts()}
+        return build_report(merge_drift_states(answer), profiles)
 
     async def index(self, *, ready_only: bool = False) -> list[IndexRow]:
         answer = await self.control.broadcast("index", {}, READ_TIMEOUT_S)

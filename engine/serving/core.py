@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.errors import EngineError, Status, status_of
+from engine.execution.contracts import enforce
+from engine.graph.values.contracts import Violation
 from engine.interfaces import EventLog, NodeEvent, Observer, RequestOutcome, RequestRecorder
 from engine.repository import GraphRepository, ServedGraph
 from engine.serving.call import InferCall, InferResult
@@ -136,9 +138,14 @@ class InferenceCore:
             RequestShadows() if recorder is not None and (mirrors or served.runner.has_shadows) else None
         )
         live = None
+        flags: list[Violation] | None = None
         try:
             plan = served.graph.plan
             inputs = call.decode(plan.inputs, plan.outputs)
+            if served.checks_contracts:  # the graph's data contracts, on the decoded inputs
+                flags = []
+                if plan.contracts:
+                    enforce([(c, inputs[i]) for i, c in plan.contracts], served.stats, flags)
             remaining = call.time_remaining()
             deadline = None if remaining is None else time.monotonic() + remaining
             observer = spans() if spans is not None else None
@@ -153,7 +160,13 @@ class InferenceCore:
                     mirrors, inputs, served.input_names, request_id=call.request_id, results=shadows
                 )
             outputs = await served.runner.run(
-                inputs, deadline=deadline, observer=observer, request_id=call.request_id, shadows=shadows
+                inputs,
+                deadline=deadline,
+                observer=observer,
+                request_id=call.request_id,
+                shadows=shadows,
+                flags=flags,
+                tap=served.drift.tap if served.drift is not None else None,
             )
             t2 = time.perf_counter_ns()
             if live is not None:
@@ -190,7 +203,9 @@ class InferenceCore:
                 rows=rows,
             )
             if recorder is not None:
-                self._record(recorder, served, call, status, error, inputs, outputs, log, shadows, t3 - t0)
+                self._record(
+                    recorder, served, call, status, error, inputs, outputs, log, shadows, t3 - t0, flags
+                )
 
     def _record(
         self,
@@ -204,6 +219,7 @@ class InferenceCore:
         log: EventLog | None,
         shadows: RequestShadows | None,
         took_ns: int,
+        flags: Sequence[Violation] | None,
     ) -> None:
         """Hand the call's outcome to the request log if the graph's policy keeps it."""
         policy = served.policy
@@ -231,6 +247,7 @@ class InferenceCore:
                 policy=policy,
                 reason=reason,
                 shadows=shadows,
+                violations=tuple(v.describe() for v in flags) if flags else (),
             )
         )
 

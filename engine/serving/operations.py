@@ -10,6 +10,7 @@ one answer a single process would give:
     stats     {name: "" | NAME}   -> every served version's counters (``GraphStats.to_state``)
     shadows   {graph: "" | NAME}  -> the shadow comparisons' state (``ShadowComparisons.state``)
     index     {}                  -> every graph: state, versions, errors, fingerprints
+    drift     {graph: "" | NAME}  -> every monitored version's live counts (``VersionDrift.state``)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.execution.stats import GraphStats, merge_stats
+from engine.monitoring.drift import DriftState, merge_drift
 from engine.repository import GraphRepository
 from engine.serving.control import Answer
 from engine.serving.views import GraphSummary, IndexRow, ReloadOutcome, version_key
@@ -47,6 +49,8 @@ class ServerOperations:
             return self.comparisons.state(str(args.get("graph", "")) or None)
         if op == "index":
             return self._index()
+        if op == "drift":
+            return self._drift(str(args.get("graph", "")))
         raise ValueError(f"unknown control operation {op!r}")
 
     async def _reload(self, names: list[str]) -> dict[str, Any]:
@@ -64,6 +68,14 @@ class ServerOperations:
             if name and entry.name != name:
                 continue
             found.extend(served.stats.to_state() for served in list(entry.versions.values()))
+        return found
+
+    def _drift(self, graph: str) -> list[dict[str, Any]]:
+        found = []
+        for drift in self.repository.drifts():
+            if not graph or drift.graph == graph:
+                drift.count()  # what is queued, so the answer includes the latest requests
+                found.append(drift.state())
         return found
 
     def _index(self) -> list[dict[str, Any]]:
@@ -128,6 +140,11 @@ def merge_statistics(answer: Answer) -> list[GraphStats]:
         parts[0] if len(parts) == 1 else merge_stats(parts)
         for _, parts in sorted(by_key.items(), key=lambda kv: (kv[0][0], version_key(kv[0][1])))
     ]
+
+
+def merge_drift_states(answer: Answer) -> list[DriftState]:
+    """Every monitored version's live counts, summed over the workers minute by minute."""
+    return merge_drift(state for states in answer.values() for state in states)
 
 
 def merge_shadows(answer: Answer) -> ShadowReport:

@@ -8,6 +8,7 @@
     execution   engine.execution
     graph       engine.graph.{values < ops < reading < checking < compiling < loader}, draw
     shadow      engine.shadow
+    monitoring  engine.monitoring               (profiles, drift: numbers over a plan's values)
     kernel      engine.errors, engine.tensors, engine.interfaces
 
 Implementations of the kernel's interfaces (runtimes, adapters) see only the kernel;
@@ -53,8 +54,11 @@ ALLOWED: dict[str, set[str]] = {
     },
     "engine.graph.draw": GRAPH_BASE | {"engine.graph.values"},
     "engine.execution": KERNEL | {"engine.graph.values", "engine.shadow"},
-    "engine.repository": KERNEL | {"engine.graph", "engine.execution", "engine.shadow"},
-    "engine.serving": KERNEL | {"engine.repository", "engine.execution", "engine.graph", "engine.shadow"},
+    # Monitoring (profiles, drift, live quality): plain numbers over a plan's values.
+    "engine.monitoring": KERNEL | {"engine.graph.values"},
+    "engine.repository": KERNEL | {"engine.graph", "engine.execution", "engine.shadow", "engine.monitoring"},
+    "engine.serving": KERNEL
+    | {"engine.repository", "engine.execution", "engine.graph", "engine.shadow", "engine.monitoring"},
     # A front door sees the core, the kernel and the plain values it renders; nothing that runs graphs.
     "engine.protocol": KERNEL
     | {"engine.serving", "engine.graph.values", "engine.execution.stats", "engine.shadow.report"},
@@ -63,7 +67,7 @@ ALLOWED: dict[str, set[str]] = {
     "engine.rest": KERNEL
     | {"engine.serving", "engine.graph.values", "engine.execution.stats", "engine.protocol.metadata"},
     "engine.runtimes": KERNEL,
-    "engine.observability": KERNEL | {"engine.execution.stats", "engine.shadow"},
+    "engine.observability": KERNEL | {"engine.execution.stats", "engine.shadow", "engine.monitoring"},
     "engine.config": set(),
     "adapters": KERNEL,
     "loadtest": {"engine.protocol.generated"},

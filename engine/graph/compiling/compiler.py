@@ -15,6 +15,7 @@ import graphlib
 from engine.graph.checking.scope import NodeResult
 from engine.graph.checking.validate import Analysis
 from engine.graph.reading.shadow_reader import DEFAULT_TIMEOUT_S
+from engine.graph.values.contracts import Contract
 from engine.graph.values.plan import (
     Branch,
     DefaultFill,
@@ -29,7 +30,7 @@ from engine.graph.values.plan import (
     ShadowStep,
     Step,
 )
-from engine.graph.values.spec import FeatureNode, OpNode, ShadowNode
+from engine.graph.values.spec import FeatureNode, InputSpec, OpNode, ShadowNode
 from engine.interfaces import FeatureField
 from engine.shadow.compare import ShadowConfig
 
@@ -82,7 +83,16 @@ def compile_plan(analysis: Analysis) -> Plan:
         slot_names=tuple(slots.names),
         batch_inputs=tuple(i for i, t in enumerate(analysis.inputs) if t.shape and t.shape[0] == -1),
         nodes=tuple(_info(analysis.results[n]) for n in analysis.order),
+        contracts=tuple(
+            (i, c)
+            for i, tensor in enumerate(analysis.inputs)
+            if (c := _input_contract(spec.inputs, tensor.name)) is not None
+        ),
     )
+
+
+def _input_contract(inputs: tuple[InputSpec, ...], name: str) -> Contract | None:
+    return next((i.contract for i in inputs if i.name == name), None)
 
 
 def _info(result: NodeResult) -> NodeInfo:
@@ -138,6 +148,7 @@ class _StepBuilder:
                 timeout,
                 node.max_age_s,
                 use_defaults=node.common.on_error == "default",
+                contracts=tuple((k, f.contract) for k, f in enumerate(node.fields) if f.contract is not None),
                 recovery=recovery,
                 optional=node.common.optional,
             )

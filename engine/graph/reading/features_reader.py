@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from engine.graph.reading.contract_reader import read_contract
 from engine.graph.reading.reader import Reader
 from engine.graph.reading.source import YamlPath
 from engine.graph.values.spec import FeatureFieldSpec, FeatureNode, NodeCommon
 from engine.tensors import DataType
 
 FEATURE_KEYS = ("key", "fields", "max_age", "cache")
-FIELD_KEYS = ("datatype", "default")
+FIELD_KEYS = ("datatype", "default", "contract")
 CACHE_KEYS = ("ttl",)
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -44,7 +45,7 @@ def read_features(
     if "key" not in body:
         r.error(common.pos, f"{where} needs 'key' (the entity key of each row, e.g. inputs.user_id)")
     key = r.ref(body["key"], (*path, "key"), "'key'") if "key" in body else None
-    fields = _fields(r, body, path, where)
+    fields = _fields(r, body, path, where, common.name)
     max_age = r.duration(body["max_age"], (*path, "max_age"), "'max_age'") if "max_age" in body else None
     ttl: float | None = None
     if "cache" in body:
@@ -71,7 +72,7 @@ def read_features(
 
 
 def _fields(
-    r: Reader, body: dict[str, Any], path: YamlPath, where: str
+    r: Reader, body: dict[str, Any], path: YamlPath, where: str, node: str
 ) -> tuple[FeatureFieldSpec, ...] | None:
     if "fields" not in body:
         r.error(
@@ -113,7 +114,12 @@ def _fields(
         if datatype is None or default is None:
             ok = False
             continue
-        out.append(FeatureFieldSpec(str(name), datatype, default, r.at.key(path_)))
+        contract = None
+        if "contract" in body_:
+            contract = read_contract(
+                r, body_["contract"], (*path_, "contract"), f"{node}.{name}", datatype, (-1, 1)
+            )
+        out.append(FeatureFieldSpec(str(name), datatype, default, r.at.key(path_), contract))
     return tuple(out) if ok else None
 
 

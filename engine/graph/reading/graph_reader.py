@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from engine.graph.reading.contract_reader import read_contract
 from engine.graph.reading.logging_reader import read_logging
 from engine.graph.reading.nodes_reader import NodeReader
 from engine.graph.reading.reader import Reader, describe
@@ -20,7 +21,7 @@ from engine.graph.values.diagnostics import Pos, Report
 from engine.graph.values.spec import GraphSpec, InputSpec, NodeSpec, OutputSpec
 
 TOP_KEYS = ("graph", "version", "description", "inputs", "nodes", "outputs", "logging", "shadow_of")
-INPUT_KEYS = ("datatype", "shape", "description")
+INPUT_KEYS = ("datatype", "shape", "description", "contract")
 MAX_DIM = 2**31 - 1
 """The largest fixed dimension a declared shape may name (requests are further bounded by max_elements)."""
 SERVED_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/\-]*$")
@@ -124,8 +125,11 @@ def _inputs(reader: Reader, raw: Any, blocked: set[str]) -> list[InputSpec]:
         if not isinstance(description, str):
             reader.error(reader.at.value((*path, "description")), "'description' must be text")
             description = ""
+        contract = None
+        if "contract" in body and datatype is not None:
+            contract = read_contract(reader, body["contract"], (*path, "contract"), name, datatype, shape)
         if datatype is not None and shape is not None:
-            out.append(InputSpec(name, datatype, shape, description, reader.at.key(path)))
+            out.append(InputSpec(name, datatype, shape, description, reader.at.key(path), contract))
         else:
             blocked.add(name)
     return out

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.graph.values.contracts import Contract
 from engine.interfaces import FeatureField, FeatureSource, ModelRuntime
 from engine.shadow.compare import ShadowConfig
 from engine.tensors import TensorSpec
@@ -149,6 +150,9 @@ class FeatureStep:
     timeout_s: float | None = None
     max_age_s: float | None = None
     use_defaults: bool = False
+    contracts: tuple[
+        tuple[int, Contract], ...
+    ] = ()  # (output index, its field's ``contract:``), checked on every fetch
     kind: str = "features"
     recovery: Recovery | None = None
     optional: bool = False
@@ -184,3 +188,4 @@ class Plan:
     slot_names: tuple[str, ...]  # "inputs.amount", "deep.prob", … for messages and explain
     batch_inputs: tuple[int, ...]  # input slots whose first dim is the batch (-1): must agree
     nodes: tuple[NodeInfo, ...]  # every node, in topological order
+    contracts: tuple[tuple[int, Contract], ...] = ()  # (input slot, its contract): checked after decode

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.graph.values.contracts import Contract
 from engine.graph.values.diagnostics import Pos
 from engine.graph.values.logging_policy import OFF, LoggingPolicy
 from engine.tensors import DataType
@@ -54,6 +55,7 @@ class InputSpec:
     shape: tuple[int, ...]
     description: str
     pos: Pos
+    contract: Contract | None = None  # ``contract:``: rules every request's values must keep
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +165,7 @@ class FeatureFieldSpec:
     datatype: DataType
     default: bool | int | float | str
     pos: Pos  # the field's name key
+    contract: Contract | None = None  # ``contract:``: rules the fetched values must keep
 
 
 @dataclass(frozen=True, slots=True)

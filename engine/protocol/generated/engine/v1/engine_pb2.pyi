@@ -252,3 +252,17 @@ class ShadowReportResponse(_message.Message):
     json: str
     table: str
     def __init__(self, json: _Optional[str] = ..., table: _Optional[str] = ...) -> None: ...
+
+class MonitorReportRequest(_message.Message):
+    __slots__ = ("graph",)
+    GRAPH_FIELD_NUMBER: _ClassVar[int]
+    graph: str
+    def __init__(self, graph: _Optional[str] = ...) -> None: ...
+
+class MonitorReportResponse(_message.Message):
+    __slots__ = ("json", "table")
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    table: str
+    def __init__(self, json: _Optional[str] = ..., table: _Optional[str] = ...) -> None: ...

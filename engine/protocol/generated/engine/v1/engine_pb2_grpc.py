@@ -64,6 +64,11 @@ class EngineStub:
                 request_serializer=engine_dot_v1_dot_engine__pb2.ShadowReportRequest.SerializeToString,
                 response_deserializer=engine_dot_v1_dot_engine__pb2.ShadowReportResponse.FromString,
                 _registered_method=True)
+        self.MonitorReport = channel.unary_unary(
+                '/engine.v1.Engine/MonitorReport',
+                request_serializer=engine_dot_v1_dot_engine__pb2.MonitorReportRequest.SerializeToString,
+                response_deserializer=engine_dot_v1_dot_engine__pb2.MonitorReportResponse.FromString,
+                _registered_method=True)
 
 
 class EngineServicer:
@@ -111,6 +116,13 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MonitorReport(self, request, context):
+        """Drift of every monitored graph version against its reference profile, summed over workers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +155,11 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.ShadowReport,
                     request_deserializer=engine_dot_v1_dot_engine__pb2.ShadowReportRequest.FromString,
                     response_serializer=engine_dot_v1_dot_engine__pb2.ShadowReportResponse.SerializeToString,
+            ),
+            'MonitorReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.MonitorReport,
+                    request_deserializer=engine_dot_v1_dot_engine__pb2.MonitorReportRequest.FromString,
+                    response_serializer=engine_dot_v1_dot_engine__pb2.MonitorReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +324,33 @@ class Engine:
             '/engine.v1.Engine/ShadowReport',
             engine_dot_v1_dot_engine__pb2.ShadowReportRequest.SerializeToString,
             engine_dot_v1_dot_engine__pb2.ShadowReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MonitorReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/engine.v1.Engine/MonitorReport',
+            engine_dot_v1_dot_engine__pb2.MonitorReportRequest.SerializeToString,
+            engine_dot_v1_dot_engine__pb2.MonitorReportResponse.FromString,
             options,
             channel_credentials,
             insecure,
