@@ -61,7 +61,7 @@ def _digests(root: Path) -> dict[str, str]:
 def test_building_twice_gives_identical_files(built: Path, tmp_path: Path) -> None:
     bm.build_all(tmp_path, log=lambda _: None)
     first, second = _digests(built), _digests(tmp_path)
-    assert len(first) == 8
+    assert len(first) == 9
     assert first == second
 
 
