@@ -53,7 +53,7 @@ _NOT_IMPLEMENTED = {
     "sequence_end": "sequences (stateful models) are not implemented: every graph call is stateless",
     "priority": "request priorities are not implemented: every call is admitted in arrival order",
 }
-SUPPORTED_PARAMETERS: Final = ("binary_data_output", "timeout")
+SUPPORTED_PARAMETERS: Final = ("binary_data_output", "timeout", "triton_enable_empty_final_response")
 
 
 def check_parameters(request: pb.ModelInferRequest) -> float | None:
@@ -82,9 +82,11 @@ def check_parameters(request: pb.ModelInferRequest) -> float | None:
                 f"parameter '{name}': value is {len(value.string_param)} characters, "
                 f"above {MAX_PARAMETER_VALUE_BYTES}"
             )
-        if key == "binary_data_output":
+        if key in ("binary_data_output", "triton_enable_empty_final_response"):
+            # The second is tritonclient's and perf_analyzer's for decoupled models: a graph answers
+            # every request with exactly one response, which is the final one, so it holds as asked.
             if kind != "bool_param":
-                raise InvalidRequest(f"parameter 'binary_data_output' must be a bool, not {_kind(kind)}")
+                raise InvalidRequest(f"parameter '{key}' must be a bool, not {_kind(kind)}")
         elif key == "timeout":
             if kind not in ("int64_param", "uint64_param"):
                 raise InvalidRequest(
