@@ -67,7 +67,10 @@ class ModelFiles:
             runtime = self.runtimes.load(self.graph_dir / relative, options)
         except Exception as exc:  # any loader failure is the modeller's to fix: report it, keep going
             self.failed.add(relative)
-            self.report.error(where, f"cannot load model '{relative}': {exc}")
+            text = str(exc)  # the runtime's own "cannot load model 'x.onnx': …" is not said twice
+            self.report.error(
+                where, text if text.startswith("cannot ") else f"cannot load model '{relative}': {text}"
+            )
             return None
         self.loaded[relative] = runtime
         if node.batching is not None and (problem := batch_dimension_problem(runtime.signature)):
