@@ -34,10 +34,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     graph = sub.add_parser("graph", help="work with one graph locally")
     graph_sub = graph.add_subparsers(metavar="ACTION")
-    draw = graph_sub.add_parser("draw", help="draw a graph as mermaid, dot or png")
+    draw = graph_sub.add_parser("draw", help="draw a graph as mermaid, dot, svg or png")
     draw.add_argument("graph", help="a graph folder, a graph.yaml, or a graph name under --graphs")
     draw.add_argument("--graphs", type=Path, default=Path("graphs"))
-    draw.add_argument("--format", choices=("mermaid", "dot", "png"), default="mermaid")
+    draw.add_argument(
+        "--format",
+        choices=("mermaid", "dot", "svg", "png"),
+        default="mermaid",
+        help="svg is drawn by the engine itself; png needs graphviz's dot (default: mermaid)",
+    )
     draw.add_argument("--output", "-o", type=Path, help="file to write (required for png)")
     draw.add_argument("--config", type=Path, help="engine.yaml declaring feature sources")
     draw.set_defaults(run=_draw)
@@ -143,7 +148,8 @@ def _draw(args: argparse.Namespace) -> int:
     finally:
         runtimes.close()
         close_catalog(catalog)
-    text = draw.to_mermaid(graph.plan) if args.format == "mermaid" else draw.to_dot(graph.plan)
+    drawers = {"mermaid": draw.to_mermaid, "svg": draw.to_svg}
+    text = drawers.get(args.format, draw.to_dot)(graph.plan)
     if args.format == "png":
         return _png(text, args.output)
     if args.output:
@@ -159,7 +165,8 @@ def _png(text: str, output: Path | None) -> int:
     dot = shutil.which("dot")
     if dot is None:
         print(
-            "engine graph draw: --format png needs graphviz's `dot` (apt-get install graphviz)",
+            "engine graph draw: --format png needs graphviz's `dot` (apt-get install graphviz, "
+            "brew install graphviz); --format svg needs nothing",
             file=sys.stderr,
         )
         return 2
