@@ -16,6 +16,7 @@ from pathlib import Path
 from engine.cli.features import close_catalog, find_config, load_catalog
 from engine.cli.run import add_arguments as add_run_arguments
 from engine.cli.run import run_command
+from engine.cli.schemas import config_schema_errors, graph_schema_warnings
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,8 +84,15 @@ def _validate(args: argparse.Namespace) -> int:
     if not files:
         print("engine validate: no graph.yaml found", file=sys.stderr)
         return 2
+    config = find_config(args.config, args.paths)
+    config_problems = config_schema_errors(config) if config is not None and config.is_file() else []
+    for diagnostic in config_problems:
+        print(diagnostic)
+    if config_problems:
+        print(f"engine validate: {config} does not fit schemas/engine.schema.json", file=sys.stderr)
+        return 1
     try:
-        catalog = load_catalog(find_config(args.config, args.paths), args.paths)
+        catalog = load_catalog(config, args.paths)
     except ValueError as exc:
         print(f"engine validate: {exc}", file=sys.stderr)
         return 2
@@ -106,6 +114,8 @@ def _validate(args: argparse.Namespace) -> int:
                 runtimes=runtimes,
                 features=catalog,
             )
+            if not any(d.severity == "error" for d in diagnostics):
+                diagnostics += graph_schema_warnings(text, str(file))
             for diagnostic in diagnostics:
                 print(diagnostic)
             file_errors = sum(d.severity == "error" for d in diagnostics)
