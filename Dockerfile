@@ -9,6 +9,8 @@
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 # ── build: the engine and its runtime dependencies into a self-contained venv ─────────────────
+# [parquet]: the Parquet request-log sink and `engine logs to-parquet` (docs/request-log.md). The
+# load tool's extra ([loadtest]: matplotlib, hdrhistogram) stays out of the server image.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
@@ -17,13 +19,14 @@ COPY engine ./engine
 COPY adapters ./adapters
 COPY loadtest ./loadtest
 RUN python -m venv /opt/engine \
- && /opt/engine/bin/pip install --no-compile . \
+ && /opt/engine/bin/pip install --no-compile ".[parquet]" \
  && /opt/engine/bin/python -m compileall -q /opt/engine/lib
 
 # ── models: train the example graphs' ONNX files (scikit-learn stays in this stage) ──────────
 FROM build AS models
 COPY graphs ./graphs
-RUN /opt/engine/bin/pip install "scikit-learn>=1.4" "skl2onnx>=1.16" \
+# The versions of [models] in pyproject.toml, exactly: the example models' sha256 stay the same.
+RUN /opt/engine/bin/pip install "scikit-learn==1.9.1" "skl2onnx==1.20.0" \
  && /opt/engine/bin/python graphs/build_models.py \
  && /opt/engine/bin/engine validate graphs/
 

@@ -7,21 +7,25 @@ stores what came back in one ``multi_set``. Values served from the cache have st
 CACHED; a field the store did not have stays MISSING (the absence is cached too, for
 the same ttl). Rows that were STALE, FAILED or TIMED_OUT are never cached. A cache backend that is
 down (Redis) is skipped: the fetch goes to the wrapped source and ``cache_errors`` counts it.
+
+The in-memory backend holds at most ``max_entries`` entities (default ``DEFAULT_MAX_ENTRIES``):
+past that the least recently used are evicted (``evictions`` counts them), so a stream of new
+keys cannot grow the process without bound. Expired entries are dropped when read or evicted.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import numpy as np
-from aiocache import SimpleMemoryCache
 from aiocache.backends.redis import RedisCache
-from aiocache.base import BaseCache
-from aiocache.serializers import BaseSerializer, NullSerializer
+from aiocache.serializers import BaseSerializer
 from redis.exceptions import RedisError
 
 from adapters.base import CACHED, MISSING, PRESENT, BatchBuilder, check_fields, key_text
@@ -30,6 +34,53 @@ from engine.tensors import DataType
 
 CachedRow = tuple[object, ...]  # one entity: a value per field, None where the store had none
 _T = TypeVar("_T")
+DEFAULT_MAX_ENTRIES = 100_000
+
+
+class BoundedMemoryCache:
+    """An LRU of at most ``max_entries`` rows with a deadline each (``time.monotonic``); the
+    ``multi_get``/``multi_set`` calls of aiocache's backends, with no timer per key."""
+
+    def __init__(self, max_entries: int) -> None:
+        if max_entries < 1:
+            raise ValueError(f"cache max_entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        self.evictions = 0
+        self._rows: OrderedDict[str, tuple[float, CachedRow]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    async def multi_get(self, keys: Sequence[str]) -> list[CachedRow | None]:
+        now = time.monotonic()
+        rows = self._rows
+        found: list[CachedRow | None] = []
+        for key in keys:
+            entry = rows.get(key)
+            if entry is None or entry[0] <= now:
+                if entry is not None:
+                    del rows[key]
+                found.append(None)
+            else:
+                rows.move_to_end(key)
+                found.append(entry[1])
+        return found
+
+    async def multi_set(self, pairs: Sequence[tuple[str, CachedRow]], ttl: float) -> None:
+        expires = time.monotonic() + ttl
+        rows = self._rows
+        for key, row in pairs:
+            rows[key] = (expires, row)
+            rows.move_to_end(key)
+        while len(rows) > self.max_entries:
+            rows.popitem(last=False)
+            self.evictions += 1
+
+    async def clear(self) -> None:
+        self._rows.clear()
+
+    async def close(self) -> None:
+        self._rows.clear()
 
 
 class RowSerializer(BaseSerializer):  # type: ignore[misc]  # aiocache ships no type information
@@ -46,9 +97,9 @@ class RowSerializer(BaseSerializer):  # type: ignore[misc]  # aiocache ships no 
         return tuple(base64.b64decode(v["b"]) if isinstance(v, dict) else v for v in json.loads(value))
 
 
-def _make_cache(backend: str, redis_url: str | None, namespace: str) -> BaseCache:
+def _make_cache(backend: str, redis_url: str | None, namespace: str, max_entries: int) -> Any:
     if backend == "memory":
-        return SimpleMemoryCache(serializer=NullSerializer(), namespace=namespace, timeout=None)
+        return BoundedMemoryCache(max_entries)
     if backend == "redis":
         parts = urlparse(redis_url or "redis://127.0.0.1:6379/0")
         db = int(parts.path.lstrip("/") or 0)
@@ -78,6 +129,7 @@ class CachedSource:
         redis_url: str | None = None,
         namespace: str = "engine-features",
         owns_source: bool = True,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"cache ttl must be positive, got {ttl_s}")
@@ -85,7 +137,7 @@ class CachedSource:
         self.source = source
         self.ttl_s = float(ttl_s)
         self.backend = backend
-        self._cache = _make_cache(backend, redis_url, namespace)
+        self._cache = _make_cache(backend, redis_url, namespace, max_entries)
         self.cache_errors = 0
         self.owns_source = owns_source  # False: a per-node cache in front of a shared source
         self._field_sets: dict[tuple[tuple[str, DataType], ...], str] = {}
@@ -138,6 +190,11 @@ class CachedSource:
         except (RedisError, OSError, TimeoutError):
             self.cache_errors += 1
             return None
+
+    @property
+    def evictions(self) -> int:
+        """Entries the in-memory backend dropped to stay within ``max_entries`` (0 for Redis)."""
+        return int(getattr(self._cache, "evictions", 0))
 
     async def clear(self) -> None:
         """Drop every entry of this cache's namespace."""

@@ -15,6 +15,10 @@ Feast statuses map to ours: PRESENT → PRESENT, NOT_FOUND / NULL_VALUE → MISS
 OUTSIDE_MAX_AGE → STALE, anything else → FAILED. A feature the response lacks is
 MISSING. The client is one pooled ``httpx.AsyncClient`` (keep-alive connections).
 Transport errors and non-2xx answers raise ``DependencyUnavailable``.
+
+Each request carries the trace context of the inference call it serves (W3C ``traceparent``,
+and ``tracestate``/``baggage`` when set, through OpenTelemetry's configured propagator), so the
+feature service's own spans join the caller's trace; with tracing off nothing is added.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from opentelemetry import propagate
 
 from adapters.base import FAILED, MISSING, PRESENT, STALE, BatchBuilder, check_fields, is_stale, key_text
 from engine.errors import DependencyUnavailable
@@ -93,8 +98,12 @@ class HttpSource:
         builder = BatchBuilder(len(keys), fields)
         if not keys or not fields:
             return builder.build()
+        trace_headers: dict[str, str] = {}
+        propagate.inject(trace_headers)  # the current span's context: the request being served
         try:
-            response = await self._client.post(self.url, json=self.request_body(keys, fields))
+            response = await self._client.post(
+                self.url, json=self.request_body(keys, fields), headers=trace_headers or None
+            )
         except httpx.HTTPError as exc:
             raise DependencyUnavailable(f"feature source '{self.name}': {type(exc).__name__}: {exc}") from exc
         if response.status_code >= 300:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from adapters.cache import CachedSource
+from adapters.cache import DEFAULT_MAX_ENTRIES, CachedSource
 from adapters.http import HttpSource
 from adapters.postgres import PostgresSource
 from adapters.redis import RedisSource
@@ -87,7 +87,7 @@ _REQUIRED = {
     "http": ("url", "feature_view"),
     "static": ("path", "key_column"),
 }
-_CACHE_KEYS = {"ttl", "backend", "redis_url", "redis_url_env"}
+_CACHE_KEYS = {"ttl", "backend", "redis_url", "redis_url_env", "max_entries"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +95,7 @@ class CacheConfig:
     ttl_s: float
     backend: str = "memory"
     redis_url: str | None = None
+    max_entries: int = DEFAULT_MAX_ENTRIES  # the in-memory backend's bound (least recently used go)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +197,10 @@ def _parse_cache(raw: object, where: str, env: Mapping[str, str]) -> CacheConfig
     backend = str(raw.get("backend", "memory"))
     if backend not in ("memory", "redis"):
         raise ValueError(f"{where}.backend: expected memory or redis, got '{backend}'")
-    return CacheConfig(parse_duration(raw["ttl"], f"{where}.ttl"), backend, url)
+    max_entries = raw.get("max_entries", DEFAULT_MAX_ENTRIES)
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+        raise ValueError(f"{where}.max_entries: expected a whole number of at least 1, got {max_entries!r}")
+    return CacheConfig(parse_duration(raw["ttl"], f"{where}.ttl"), backend, url, max_entries)
 
 
 def build_source(config: SourceConfig) -> FeatureSource:
@@ -210,7 +214,11 @@ def build_source(config: SourceConfig) -> FeatureSource:
     source: FeatureSource = constructors[config.type](config.name, schema=config.schema, **config.options)
     if config.cache is not None:
         source = CachedSource(
-            source, ttl_s=config.cache.ttl_s, backend=config.cache.backend, redis_url=config.cache.redis_url
+            source,
+            ttl_s=config.cache.ttl_s,
+            backend=config.cache.backend,
+            redis_url=config.cache.redis_url,
+            max_entries=config.cache.max_entries,
         )
     return source
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from engine.cli.features import close_catalog, find_config, load_catalog
 from engine.cli.run import add_arguments as add_run_arguments
 from engine.cli.run import run_command
+from engine.cli.schemas import config_schema_errors, graph_schema_warnings
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,10 +35,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     graph = sub.add_parser("graph", help="work with one graph locally")
     graph_sub = graph.add_subparsers(metavar="ACTION")
-    draw = graph_sub.add_parser("draw", help="draw a graph as mermaid, dot or png")
+    draw = graph_sub.add_parser("draw", help="draw a graph as mermaid, dot, svg or png")
     draw.add_argument("graph", help="a graph folder, a graph.yaml, or a graph name under --graphs")
     draw.add_argument("--graphs", type=Path, default=Path("graphs"))
-    draw.add_argument("--format", choices=("mermaid", "dot", "png"), default="mermaid")
+    draw.add_argument(
+        "--format",
+        choices=("mermaid", "dot", "svg", "png"),
+        default="mermaid",
+        help="svg is drawn by the engine itself; png needs graphviz's dot (default: mermaid)",
+    )
     draw.add_argument("--output", "-o", type=Path, help="file to write (required for png)")
     draw.add_argument("--config", type=Path, help="engine.yaml declaring feature sources")
     draw.set_defaults(run=_draw)
@@ -78,8 +84,15 @@ def _validate(args: argparse.Namespace) -> int:
     if not files:
         print("engine validate: no graph.yaml found", file=sys.stderr)
         return 2
+    config = find_config(args.config, args.paths)
+    config_problems = config_schema_errors(config) if config is not None and config.is_file() else []
+    for diagnostic in config_problems:
+        print(diagnostic)
+    if config_problems:
+        print(f"engine validate: {config} does not fit schemas/engine.schema.json", file=sys.stderr)
+        return 1
     try:
-        catalog = load_catalog(find_config(args.config, args.paths), args.paths)
+        catalog = load_catalog(config, args.paths)
     except ValueError as exc:
         print(f"engine validate: {exc}", file=sys.stderr)
         return 2
@@ -101,6 +114,8 @@ def _validate(args: argparse.Namespace) -> int:
                 runtimes=runtimes,
                 features=catalog,
             )
+            if not any(d.severity == "error" for d in diagnostics):
+                diagnostics += graph_schema_warnings(text, str(file))
             for diagnostic in diagnostics:
                 print(diagnostic)
             file_errors = sum(d.severity == "error" for d in diagnostics)
@@ -143,7 +158,8 @@ def _draw(args: argparse.Namespace) -> int:
     finally:
         runtimes.close()
         close_catalog(catalog)
-    text = draw.to_mermaid(graph.plan) if args.format == "mermaid" else draw.to_dot(graph.plan)
+    drawers = {"mermaid": draw.to_mermaid, "svg": draw.to_svg}
+    text = drawers.get(args.format, draw.to_dot)(graph.plan)
     if args.format == "png":
         return _png(text, args.output)
     if args.output:
@@ -159,7 +175,8 @@ def _png(text: str, output: Path | None) -> int:
     dot = shutil.which("dot")
     if dot is None:
         print(
-            "engine graph draw: --format png needs graphviz's `dot` (apt-get install graphviz)",
+            "engine graph draw: --format png needs graphviz's `dot` (apt-get install graphviz, "
+            "brew install graphviz); --format svg needs nothing",
             file=sys.stderr,
         )
         return 2

@@ -286,7 +286,12 @@ def _report(args: argparse.Namespace) -> int:
 
 def plot_report(report: Mapping[str, Any], folder: Path, window: str) -> list[Path]:
     """A PNG per column (``GRAPH-VERSION-COLUMN.png``): reference and live shares per bin."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit(
+            "engine monitor report --plots needs matplotlib: pip install 'graph-engine[plots]'"
+        ) from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -13,10 +13,20 @@ and sampled but exported nowhere — for measuring tracing's own cost),
 ``console``, ``otlp`` (OTLP over gRPC to ``trace_endpoint``). Sampling is
 parent-based: a caller's sampled flag wins; root spans are sampled at
 ``sample_ratio``.
+
+The standard ``OTEL_*`` variables work as the ecosystem expects: ``OTEL_SERVICE_NAME`` and
+``OTEL_RESOURCE_ATTRIBUTES`` name the service (``graph-engine`` only when neither does);
+``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``, ``none``) picks the exporter when the engine's own
+``trace_exporter`` is left at ``none``; ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` win over the default ``trace_endpoint``, and the exporter
+then also reads ``OTEL_EXPORTER_OTLP_HEADERS``, ``…_CERTIFICATE``, ``…_INSECURE`` and
+``…_COMPRESSION`` itself (TLS to the collector for an ``https://`` endpoint or a certificate);
+``OTEL_TRACES_SAMPLER`` (with ``OTEL_TRACES_SAMPLER_ARG``) replaces the ratio sampler.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -32,36 +42,84 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from engine.interfaces import FEATURE_STATUS_NAMES, NodeEvent
 
 EXPORTERS = ("none", "discard", "console", "otlp")
+DEFAULT_ENDPOINT = "127.0.0.1:4317"
+DEFAULT_SERVICE = "graph-engine"
 
 
 @dataclass(frozen=True, slots=True)
 class TracingSettings:
     exporter: str = "none"
-    endpoint: str = "127.0.0.1:4317"
+    endpoint: str = DEFAULT_ENDPOINT
     sample_ratio: float = 1.0
-    service_name: str = "graph-engine"
+    service_name: str = DEFAULT_SERVICE
+
+
+def resource(settings: TracingSettings, environ: Mapping[str, str]) -> Resource:
+    """The service's resource: ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` when given."""
+    named = environ.get("OTEL_SERVICE_NAME") or "service.name=" in environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    fallback = {} if named else {"service.name": settings.service_name}
+    # Resource.create reads the two variables itself (from os.environ); the fallback loses to them
+    return Resource.create(fallback) if environ is os.environ else _resource_from(environ, fallback)
+
+
+def _resource_from(environ: Mapping[str, str], fallback: Mapping[str, str]) -> Resource:
+    attributes: dict[str, str] = dict(fallback)
+    for pair in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip():
+            attributes[key.strip()] = value.strip()
+    if environ.get("OTEL_SERVICE_NAME"):
+        attributes["service.name"] = environ["OTEL_SERVICE_NAME"]
+    return Resource(attributes)
+
+
+def exporter_name(settings: TracingSettings, environ: Mapping[str, str]) -> str:
+    """The exporter to use: the engine's setting, else ``OTEL_TRACES_EXPORTER`` (its first entry)."""
+    if settings.exporter != "none":
+        return settings.exporter
+    chosen = environ.get("OTEL_TRACES_EXPORTER", "none").split(",")[0].strip().lower() or "none"
+    if chosen not in ("none", "console", "otlp"):
+        raise ValueError(f"OTEL_TRACES_EXPORTER '{chosen}' is not supported (otlp, console or none)")
+    return chosen
+
+
+def otlp_arguments(settings: TracingSettings, environ: Mapping[str, str]) -> dict[str, object]:
+    """Keyword arguments for the OTLP exporter: none when ``OTEL_EXPORTER_OTLP_*`` name the collector
+    (the exporter reads them: endpoint, headers, certificate, insecure, compression)."""
+    from_env = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if from_env and settings.endpoint == DEFAULT_ENDPOINT:
+        return {}
+    secure = bool(
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE") or environ.get("OTEL_EXPORTER_OTLP_CERTIFICATE")
+    ) or settings.endpoint.startswith("https://")
+    return {"endpoint": settings.endpoint, "insecure": not secure}
 
 
 def setup_tracing(
-    settings: TracingSettings, *, exporter: SpanExporter | None = None
+    settings: TracingSettings,
+    *,
+    exporter: SpanExporter | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> TracerProvider | None:
     """A configured provider, or None when tracing is off. ``exporter`` overrides (tests)."""
+    env = os.environ if environ is None else environ
     if settings.exporter not in EXPORTERS:
         raise ValueError(f"unknown trace exporter '{settings.exporter}' (one of {', '.join(EXPORTERS)})")
-    if settings.exporter == "none" and exporter is None:
+    chosen = exporter_name(settings, env)
+    if chosen == "none" and exporter is None:
         return None
     if not 0.0 <= settings.sample_ratio <= 1.0:
         raise ValueError(f"trace sample ratio must be within [0, 1], got {settings.sample_ratio}")
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": settings.service_name}),
-        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+    sampler = (
+        None if env.get("OTEL_TRACES_SAMPLER") else ParentBased(TraceIdRatioBased(settings.sample_ratio))
     )
-    if exporter is None and settings.exporter == "console":
+    provider = TracerProvider(resource=resource(settings, env), sampler=sampler)  # None: the SDK reads env
+    if exporter is None and chosen == "console":
         exporter = ConsoleSpanExporter()
-    elif exporter is None and settings.exporter == "otlp":
+    elif exporter is None and chosen == "otlp":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=settings.endpoint, insecure=True)
+        exporter = OTLPSpanExporter(**otlp_arguments(settings, env))  # type: ignore[arg-type]
     if exporter is not None:
         # Batching exports off the request path; a full queue drops spans (counted by the SDK).
         provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=8192))

@@ -1,14 +1,20 @@
 """A ``ModelInferRequest`` as the inference core sees it: ``GrpcInferCall`` (an ``InferCall``).
 
 Decoding and encoding are the tensor codec's (``engine.protocol.codec``); the deadline and
-the metadata are grpc.aio's. The span attributes follow OpenTelemetry's RPC conventions
-(``rpc.system``, ``rpc.service``, ``rpc.method``, ``rpc.grpc.status_code``).
+the metadata are grpc.aio's. The span attributes follow OpenTelemetry's RPC conventions, on
+every request span, whatever its outcome: by default those of semantic conventions 1.37 and
+before (``rpc.system``, ``rpc.service``, ``rpc.method``, ``rpc.grpc.status_code``), which the
+ecosystem's dashboards read; with ``OTEL_SEMCONV_STABILITY_OPT_IN=rpc`` the stable ones
+(``rpc.system.name``, ``rpc.method`` as ``package.Service/Method``, ``rpc.response.status_code``
+and ``error.type`` on failures), with ``rpc/dup`` both. The span is named ``package.Service/Method``
+in either case.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import grpc
@@ -23,8 +29,41 @@ from engine.tensors import TensorSpec
 
 SERVICE: Final = "inference.GRPCInferenceService"
 
+
+def semconv(environ: Mapping[str, str]) -> tuple[bool, bool]:
+    """(emit the pre-1.38 RPC attributes, emit the stable ones), from ``OTEL_SEMCONV_STABILITY_OPT_IN``."""
+    chosen = {v.strip() for v in environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "").split(",")}
+    if "rpc/dup" in chosen:
+        return True, True
+    return ("rpc" not in chosen), ("rpc" in chosen)
+
+
+def rpc_attributes(service: str, method: str, *, old: bool, new: bool) -> SpanAttributes:
+    """The request span's RPC attributes at its start."""
+    found: dict[str, str | int] = {}
+    if old:
+        found.update({"rpc.system": "grpc", "rpc.service": service, "rpc.method": method})
+    if new:  # with both, rpc.method takes the stable, fully qualified form
+        found.update({"rpc.system.name": "grpc", "rpc.method": f"{service}/{method}"})
+    return found
+
+
+def status_attributes(status: Status, *, old: bool, new: bool) -> SpanAttributes:
+    """The request span's RPC attributes for its outcome (every outcome, OK included)."""
+    code = GRPC_CODES[status]
+    found: dict[str, str | int] = {}
+    if old:
+        found["rpc.grpc.status_code"] = code.value[0]
+    if new:
+        found["rpc.response.status_code"] = code.name
+        if status is not Status.OK:
+            found["error.type"] = code.name
+    return found
+
+
+_OLD, _NEW = semconv(os.environ)
 _STATUS_ATTRIBUTES: Final[dict[Status, SpanAttributes]] = {
-    status: {"rpc.grpc.status_code": code.value[0]} for status, code in GRPC_CODES.items()
+    status: status_attributes(status, old=_OLD, new=_NEW) for status in GRPC_CODES
 }
 
 
@@ -131,6 +170,6 @@ _ATTRIBUTES: dict[tuple[str, str], SpanAttributes] = {}
 def _span_attributes(service: str, method: str) -> SpanAttributes:
     found = _ATTRIBUTES.get((service, method))
     if found is None:
-        found = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+        found = rpc_attributes(service, method, old=_OLD, new=_NEW)
         _ATTRIBUTES[(service, method)] = found
     return found

@@ -1,8 +1,9 @@
 """The request span: opened by the inference core, child of the caller's W3C ``traceparent``.
 
-The span is named ``infer <graph>`` and carries the graph, its version and the request id,
-plus the attributes the front door contributes for its protocol's semantic conventions
-(``InferCall.span_attributes``: ``rpc.system``, ``rpc.service``, ``rpc.method`` for gRPC).
+The span carries the graph, its version and the request id, plus the attributes the front door
+contributes for its protocol's semantic conventions (``InferCall.span_attributes``: ``rpc.system``,
+``rpc.service``, ``rpc.method`` for gRPC). It is named as those conventions say: ``package.Service/
+Method`` for an RPC (``inference.GRPCInferenceService/ModelInfer``), else ``infer <graph>``.
 When sampled, the executor gets a node-span observer (``engine.observability.tracing.NodeSpans``,
 handed in by the bootstrap) that records one child span per executed node."""
 
@@ -26,6 +27,17 @@ from engine.serving.call import InferCall
 ObserverFactory = Callable[[], Observer]
 NodeObserver = Callable[[trace.Tracer, Context, int, str, Mapping[str, Mapping[str, str | int]]], Observer]
 """Makes the per-request node-span observer: (tracer, parent context, epoch ns, version, node attributes)."""
+
+
+def span_name(attributes: Mapping[str, str | int], graph: str) -> str:
+    """``package.Service/Method`` from the door's RPC attributes (either convention), else
+    ``infer <graph>``."""
+    method = str(attributes.get("rpc.method", ""))
+    if "/" in method:  # the stable conventions' fully qualified method
+        return method
+    if "rpc.service" in attributes and method:
+        return f"{attributes['rpc.service']}/{method}"
+    return f"infer {graph}"
 
 
 class RequestTracing:
@@ -53,7 +65,7 @@ class RequestTracing:
         if call.request_id:
             attributes["engine.request_id"] = call.request_id
         with self.tracer.start_as_current_span(
-            f"infer {served.name}", context=parent, kind=SpanKind.SERVER, attributes=attributes
+            span_name(attributes, served.name), context=parent, kind=SpanKind.SERVER, attributes=attributes
         ) as span:
             factory = None
             if span.is_recording():

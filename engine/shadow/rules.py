@@ -186,10 +186,10 @@ def _value(key: str, value: object) -> float | int | str:
     """The checked value, or a message (str) saying what is wrong with it."""
     wanted, low, high = _LIMITS[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"expected {'a number' if wanted is float else 'an integer'}, got {value!r}"
+        return f"'{key}' must be {'a number' if wanted is float else 'an integer'}, got {value!r}"
     if wanted is int and not isinstance(value, int):
-        return f"expected an integer, got {value!r}"
+        return f"'{key}' must be an integer, got {value!r}"
     if not (low <= value <= high) or (isinstance(value, float) and math.isnan(value)):
         bound = f"at least {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
-        return f"must be {bound}, got {value!r}"
+        return f"'{key}' must be {bound}, got {value!r}"
     return float(value) if wanted is float else int(value)

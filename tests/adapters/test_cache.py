@@ -131,3 +131,40 @@ class _Fixed:
 
     async def close(self) -> None:
         return None
+
+
+async def test_the_memory_cache_is_bounded_and_evicts_the_least_recently_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from adapters.static import StaticSource
+
+    rows = "".join(f"u{i},{i}\n" for i in range(10))
+    (tmp_path / "users.csv").write_text("user_id,age_days\n" + rows)
+    store = Recording(StaticSource("users", tmp_path / "users.csv", key_column="user_id"))
+    cached = CachedSource(store, ttl_s=3600, max_entries=3)
+    try:
+        await cached.fetch(["u0", "u1", "u2"], [AGE])
+        await cached.fetch(["u0"], [AGE])  # u0 is now the most recently used
+        await cached.fetch(["u3", "u4"], [AGE])  # room for 3: u1 and u2 go
+        assert cached.evictions == 2
+        store.calls.clear()
+        batch = await cached.fetch(["u0", "u1", "u2", "u3", "u4"], [AGE])
+        assert store.calls == [["u1", "u2"]]  # the evicted ones are read again, the rest are hits
+        assert batch.status[:, 0].tolist() == [
+            FeatureStatus.CACHED, FeatureStatus.PRESENT, FeatureStatus.PRESENT,
+            FeatureStatus.CACHED, FeatureStatus.CACHED,
+        ]  # fmt: skip
+        assert batch.values["age_days"].ravel().tolist() == [0, 1, 2, 3, 4]
+    finally:
+        await cached.close()
+
+
+def test_a_cache_bound_is_configured_per_source(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from adapters.registry import parse_source
+
+    (tmp_path / "u.csv").write_text("user_id,age_days\nu1,1\n")
+    entry = {"type": "static", "path": str(tmp_path / "u.csv"), "key_column": "user_id"}
+    config = parse_source("users", {**entry, "cache": {"ttl": "30s", "max_entries": 500}})
+    assert config.cache is not None and config.cache.max_entries == 500
+    with pytest.raises(ValueError, match=r"feature_sources.users.cache.max_entries: expected a whole number"):
+        parse_source("users", {**entry, "cache": {"ttl": "30s", "max_entries": 0}})

@@ -34,7 +34,12 @@ class FeastHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FeastHandler.requests.append(
-            {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
+            {
+                "path": self.path,
+                "body": body,
+                "auth": self.headers.get("Authorization"),
+                "traceparent": self.headers.get("traceparent"),
+            }
         )
         if self.path != "/get-online-features":
             self.send_response(404)
@@ -130,3 +135,22 @@ async def test_http_errors_are_unavailable(feast_url: str) -> None:
     finally:
         await wrong_path.close()
         await closed.close()
+
+
+async def test_the_trace_context_of_the_request_reaches_the_feature_service(feast_url: str) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    source = HttpSource("drivers", feast_url, feature_view="driver_hourly_stats", entity_key="driver_id")
+    try:
+        await source.fetch(["1001"], [CONV])  # no current span: nothing is added
+        with provider.get_tracer("test").start_as_current_span("request") as span:
+            await source.fetch(["1001"], [CONV])
+            context = span.get_span_context()
+    finally:
+        await source.close()
+        provider.shutdown()
+    untraced, traced = FeastHandler.requests
+    assert untraced["traceparent"] is None
+    flags = int(context.trace_flags)
+    assert traced["traceparent"] == f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags:02x}"

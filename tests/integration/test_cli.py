@@ -312,6 +312,17 @@ def test_graph_draw_names_every_node(fmt: str, example_graphs: Path) -> None:
         assert re.match(r"\s*(flowchart|graph) ", result.stdout)
 
 
+def test_graph_draw_svg_needs_no_graphviz(tmp_path: Path, example_graphs: Path) -> None:
+    target = tmp_path / "fraud.svg"
+    result = engine("graph", "draw", str(example_graphs / "fraud"), "--format", "svg", "-o", str(target))
+    assert (result.returncode, result.stdout.strip()) == (0, f"wrote {target}"), result.stderr
+    svg = target.read_text()
+    assert svg.startswith("<svg ") and svg.rstrip().endswith("</svg>")
+    for node in FRAUD_NODES:
+        assert f">{node}</text>" in svg, node
+    assert ">compared</text>" in svg  # deep -> its shadow deep_v2
+
+
 def test_graph_draw_png(tmp_path: Path, example_graphs: Path) -> None:
     target = tmp_path / "fraud.png"
     result = engine("graph", "draw", str(example_graphs / "fraud"), "--format", "png", "-o", str(target))

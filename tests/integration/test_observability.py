@@ -23,6 +23,7 @@ from tests.integration.test_lifecycle import SERVING, EngineProcess
 from tests.server_thread import ServerThread
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+REQUEST_SPAN = "inference.GRPCInferenceService/ModelInfer"  # OpenTelemetry's RPC span name
 PARENT_SPAN = "00f067aa0ba902b7"
 
 
@@ -49,7 +50,7 @@ def _spans_of(exporter: InMemorySpanExporter, trace_id: int, wait_s: float = 5.0
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:  # the batch processor exports off the request path
         spans = [s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
-        if any(s.name.startswith("infer ") for s in spans):
+        if any(s.name == REQUEST_SPAN for s in spans):
             return spans
         time.sleep(0.05)
     return [s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
@@ -62,9 +63,16 @@ def test_request_span_continues_the_callers_trace_with_one_span_per_executed_nod
         "fraud", _fraud_inputs([50.0, 20.0]), headers={"traceparent": f"00-{TRACE_ID}-{PARENT_SPAN}-01"}
     )
     spans = _spans_of(exporter, int(TRACE_ID, 16))
-    (request,) = [s for s in spans if s.name == "infer fraud"]
+    (request,) = [s for s in spans if s.name == REQUEST_SPAN]
     assert format(request.parent.span_id, "016x") == PARENT_SPAN
     assert request.attributes["engine.graph.version"] == "1"
+    rpc = {k: v for k, v in request.attributes.items() if k.startswith("rpc.")}
+    assert rpc == {  # OpenTelemetry's RPC conventions, on a successful call too
+        "rpc.system": "grpc",
+        "rpc.service": "inference.GRPCInferenceService",
+        "rpc.method": "ModelInfer",
+        "rpc.grpc.status_code": 0,
+    }
     nodes = {s.name: s for s in spans if s.name.startswith("node ")}
     # Both rows are small amounts: 'deep' ran on no row, so it has no span.
     assert set(nodes) == {
@@ -91,7 +99,7 @@ def test_a_failed_request_span_carries_the_status(traced) -> None:  # type: igno
         client.infer(
             "fraud", _fraud_inputs([1.0])[:1], headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}
         )
-    (request,) = [s for s in _spans_of(exporter, int(trace_id, 16)) if s.name == "infer fraud"]
+    (request,) = [s for s in _spans_of(exporter, int(trace_id, 16)) if s.name == REQUEST_SPAN]
     assert request.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert not request.status.is_ok
     client.close()
@@ -113,9 +121,15 @@ class _Receiver(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self) -> None:
         self.names: list[str] = []
         self.trace_ids: set[str] = set()
+        self.services: set[str] = set()
+        self.metadata: list[dict[str, str]] = []
 
     async def Export(self, request, context):  # type: ignore[no-untyped-def]
+        self.metadata.append({k: v for k, v in context.invocation_metadata() if isinstance(v, str)})
         for resource_spans in request.resource_spans:
+            for attribute in resource_spans.resource.attributes:
+                if attribute.key == "service.name":
+                    self.services.add(attribute.value.string_value)
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     self.names.append(span.name)
@@ -123,7 +137,10 @@ class _Receiver(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
-def test_spans_reach_a_real_otlp_receiver(example_graphs: Path) -> None:
+@pytest.mark.parametrize("configured_by", ["engine", "otel"])
+def test_spans_reach_a_real_otlp_receiver(
+    example_graphs: Path, configured_by: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     receiver = _Receiver()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -138,7 +155,14 @@ def test_spans_reach_a_real_otlp_receiver(example_graphs: Path) -> None:
 
     otlp, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
     try:
-        server = ServerThread(example_graphs, trace_exporter="otlp", trace_endpoint=f"127.0.0.1:{port}")
+        if configured_by == "engine":
+            server = ServerThread(example_graphs, trace_exporter="otlp", trace_endpoint=f"127.0.0.1:{port}")
+        else:  # only the standard variables, as an OpenTelemetry operator or collector sidecar sets them
+            monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme")
+            monkeypatch.setenv("OTEL_SERVICE_NAME", "fraud-scorer")
+            server = ServerThread(example_graphs)
         with server:
             client = triton.InferenceServerClient(server.url)
             client.infer(
@@ -146,9 +170,14 @@ def test_spans_reach_a_real_otlp_receiver(example_graphs: Path) -> None:
             )
             client.close()
         # Stopping the server flushes the exporter.
-        assert "infer fraud" in receiver.names and "node deep" in receiver.names
+        assert REQUEST_SPAN in receiver.names and "node deep" in receiver.names
         assert "node light" not in receiver.names
         assert TRACE_ID in receiver.trace_ids
+        if configured_by == "engine":
+            assert receiver.services == {"graph-engine"}
+        else:
+            assert receiver.services == {"fraud-scorer"}  # OTEL_SERVICE_NAME is not overridden
+            assert all(m.get("x-tenant") == "acme" for m in receiver.metadata)
     finally:
         asyncio.run_coroutine_threadsafe(otlp.stop(0), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

@@ -124,7 +124,10 @@ def test_random_split_respects_weights_and_zero_weight_arms() -> None:
 
 def test_keyless_split_reads_a_row_aligned_slot(tmp_path: Path) -> None:
     models = {"a.onnx": linear_model(), "b.onnx": linear_model()}
-    plan = load(tmp_path, SPLIT.replace("    key: inputs.user\n", ""), models).plan
+    keyless = SPLIT.replace("    key: inputs.user\n", "").replace(
+        "  user: {datatype: BYTES, shape: [-1]}\n", ""
+    )
+    plan = load(tmp_path, keyless, models).plan
     route = plan.stages[0][0]
     assert isinstance(route, RouteStep) and plan.slot_names[route.inputs[0]] == "inputs.x"
 

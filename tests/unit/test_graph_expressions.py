@@ -100,7 +100,11 @@ def test_sigmoid_and_where_values() -> None:
         ("lambda: 1", 1, "'lambda' is not part of the expression language"),
         ("os.system(1)", 4, "'os.system' cannot be called"),
         ("x[0]", 2, "'[' is not supported"),
-        ("'rm -rf'", 1, "text literals are not supported"),
+        ("'rm -rf", 1, "this text is never closed"),
+        ("user in 'eu'", 9, "expected '[' after 'in'"),
+        ("user in ['eu', 1]", 6, "mixes text and numbers"),
+        ("user in [n]", 10, "holds numbers or quoted text only, found 'n'"),
+        ("['eu'] == user", 1, "a list of values may only follow 'in' or 'not in'"),
         ("n +", 4, "expression ends too early"),
         ("(n + 1", 7, "expected ')' to close the '(' at column 1"),
         ("a < b < c", 7, "chained comparisons are not supported"),
@@ -123,7 +127,13 @@ def test_syntax_errors_have_columns(text: str, col: int, fragment: str) -> None:
         ("n and flag", 3, "'and' needs BOOL operands"),
         ("not n", 1, "'not' needs BOOL operands"),
         ("flag + 1", 6, "'+' needs numbers, got BOOL"),
-        ("user == 1", 1, "'user' is BYTES"),
+        ("user == 1", 6, "cannot compare BYTES with the number 1"),
+        ("user < 'm'", 6, "text has no order"),
+        ("user + 1", 6, "'+' needs numbers, got BYTES"),
+        ("inputs.amount == 'eu'", 15, "cannot compare the text 'eu' with FP32"),
+        ("inputs.amount in ['eu']", 15, "'in' compares FP32 with quoted text"),
+        ("user in [1, 2]", 6, "'in' compares BYTES with numbers"),
+        ("'rm -rf'", 1, "reads no tensor"),
         ("n + 10000000000", 3, "out of bounds for int32"),
         ("inputs.amount + v", 15, "must have the same rank"),
         ("x + inputs.amount * 0 + where(n, 1, 0)", 25, "the condition of where() needs BOOL"),
@@ -133,6 +143,31 @@ def test_syntax_errors_have_columns(text: str, col: int, fragment: str) -> None:
 def test_type_errors_have_columns(text: str, col: int, fragment: str) -> None:
     err = _error(text)
     assert fragment in err.message and err.col == col
+
+
+def test_text_compares_with_bytes_tensors() -> None:
+    users = np.array([b"eu", b"us", b"uk", b"it's", b""], dtype=object)
+    cases = {
+        "user == 'eu'": [True, False, False, False, False],
+        "'eu' != user": [False, True, True, True, True],
+        'user in ["eu", "uk"]': [True, False, True, False, False],
+        "user not in ['eu', 'uk',]": [False, True, False, True, True],
+        "user == 'it\\'s' or user == \"\"": [False, False, False, True, True],
+        "user == user": [True] * 5,
+    }
+    for text, expected in cases.items():
+        compiled = _compile(text)
+        assert compiled.datatype is DataType.BOOL and compiled.shape == (-1,)
+        assert compiled.fn([users] * len(compiled.names)).tolist() == expected, text
+
+
+def test_in_with_numbers_and_folded_literals() -> None:
+    compiled = _compile("n in [1, -2] and not (n not in [3])")
+    assert compiled.fn([np.array([[1], [-2], [3]], np.int32)] * len(compiled.names)).tolist() == [
+        [False], [False], [False]
+    ]  # fmt: skip
+    either = _compile("(n in [1, -2]) or ('a' in ['a', 'b'])")
+    assert either.fn([np.array([[7]], np.int32)]).tolist() == [[True]]
 
 
 def test_division_by_zero_does_not_warn_or_raise() -> None:

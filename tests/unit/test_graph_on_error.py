@@ -80,7 +80,11 @@ async def test_without_on_error_the_timeout_fails_the_request(tmp_path: Path) ->
         ("{defualt: 1}", "unknown on_error action 'defualt'; did you mean 'default'?"),
         ("{default: high}", "on_error default must be a number or true/false"),
         ("{fallback: nowhere}", "unknown node 'nowhere'"),
-        ("{fallback: wide}", "fallback 'wide' must produce 'y' as FP32 [-1, 1], it gives nothing"),
+        (
+            "{fallback: wide}",
+            "fallback 'wide' must produce 'y' as FP32 [-1, 1]; "
+            "it has no 'y' (its outputs: output FP32 [-1, 1])",
+        ),
     ],
 )
 def test_on_error_mistakes_are_reported_where_written(tmp_path: Path, on_error: str, message: str) -> None:

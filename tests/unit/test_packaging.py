@@ -58,3 +58,53 @@ def test_ci_fails_when_no_tests_are_collected() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "make test" in ci
     assert "-eq 5" in makefile and "exit 1" in makefile
+
+
+def _pyproject() -> dict[str, object]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]  # type: ignore[no-any-return]
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_the_load_tool_and_the_model_builders_are_extras_not_server_dependencies() -> None:
+    project = _pyproject()
+    runtime = _names(project["dependencies"])  # type: ignore[arg-type]
+    extras: dict[str, list[str]] = project["optional-dependencies"]  # type: ignore[assignment]
+    assert not runtime & {"matplotlib", "hdrhistogram", "scikit-learn", "skl2onnx", "pyarrow"}
+    assert _names(extras["loadtest"]) == {"matplotlib", "hdrhistogram"}
+    assert _names(extras["parquet"]) == {"pyarrow"}
+    # the example models' sha256 only stay put when their builders are pinned exactly
+    assert all("==" in r for r in extras["models"]), extras["models"]
+    for pin in extras["models"]:
+        assert pin in extras["dev"] or any(d.startswith(pin) for d in extras["dev"]), pin
+
+
+def test_the_image_has_the_parquet_extra_and_the_pinned_model_builders() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    build = dockerfile.split(" AS build", 1)[1].split(" AS models", 1)[0]
+    assert '/opt/engine/bin/pip install --no-compile ".[parquet]"' in build
+    assert not re.search(r"pip install[^\n]*loadtest", dockerfile)
+    models_stage = dockerfile.split(" AS models", 1)[1].split(" AS runtime", 1)[0]
+    for pin in _pyproject()["optional-dependencies"]["models"]:  # type: ignore[index]
+        assert f'"{pin}"' in models_stage, pin
+
+
+def test_the_server_runs_without_the_load_tools_dependencies() -> None:
+    script = (
+        "import sys\n"
+        "for name in ('matplotlib', 'hdrh', 'sklearn', 'skl2onnx'):\n"
+        "    sys.modules[name] = None  # an import of any of them now fails\n"
+        "import engine.server, engine.cli.command\n"
+        "from engine.cli import main\n"
+        "assert main(['validate', 'graphs/quickstart']) == 0\n"
+        "from loadtest.entry import main as loadtest\n"
+        "sys.exit(loadtest(['check', 'x.yaml']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        "loadtest: hdrhistogram, matplotlib not installed; the load tool is an extra: "
+        "pip install 'graph-engine[loadtest]'"
+    )

@@ -70,13 +70,13 @@ def test_a_key_of_another_kind_is_named_as_such() -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"abs_tol": -1}, "must be at least 0, got -1"),
-        ({"abs_tol": "0.1"}, "expected a number, got '0.1'"),
-        ({"rel_tol": True}, "expected a number, got True"),
-        ({"rel_tol": float("nan")}, "must be at least 0, got nan"),
-        ({"kind": "score", "window": 1.5}, "expected an integer, got 1.5"),
-        ({"kind": "score", "window": 1}, "must be between 2 and 1e+06, got 1"),
-        ({"kind": "class", "max_classes": 5000}, "must be between 2 and 1024, got 5000"),
+        ({"abs_tol": -1}, "'abs_tol' must be at least 0, got -1"),
+        ({"abs_tol": "0.1"}, "'abs_tol' must be a number, got '0.1'"),
+        ({"rel_tol": True}, "'rel_tol' must be a number, got True"),
+        ({"rel_tol": float("nan")}, "'rel_tol' must be at least 0, got nan"),
+        ({"kind": "score", "window": 1.5}, "'window' must be an integer, got 1.5"),
+        ({"kind": "score", "window": 1}, "'window' must be between 2 and 1e+06, got 1"),
+        ({"kind": "class", "max_classes": 5000}, "'max_classes' must be between 2 and 1024, got 5000"),
     ],
 )
 def test_bad_values(body: dict[str, object], message: str) -> None:
@@ -100,7 +100,7 @@ def test_output_names_are_checked_when_known() -> None:
 
 def test_parse_raises_with_every_problem() -> None:
     with pytest.raises(
-        ValueError, match=r"compare\.a\.abs_tol: must be at least 0.*compare\.b\.kind: unknown kind"
+        ValueError, match=r"compare\.a\.abs_tol: 'abs_tol' must be at least 0.*compare\.b\.kind: unknown kind"
     ):
         parse_rules({"a": {"abs_tol": -1}, "b": {"kind": "nope"}})
 

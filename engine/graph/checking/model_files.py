@@ -67,10 +67,11 @@ class ModelFiles:
             runtime = self.runtimes.load(self.graph_dir / relative, options)
         except Exception as exc:  # any loader failure is the modeller's to fix: report it, keep going
             self.failed.add(relative)
-            reason = str(exc)
-            if f"'{PurePosixPath(relative).name}'" not in reason:  # the loader's text names the file
-                reason = f"cannot load model '{relative}': {reason}"
-            self.report.error(where, reason)
+            text = str(exc)  # the runtime's own "cannot load model 'x.onnx': …" is not said twice
+            if text.startswith("cannot ") or f"'{PurePosixPath(relative).name}'" in text:
+                self.report.error(where, text)
+            else:
+                self.report.error(where, f"cannot load model '{relative}': {text}")
             return None
         self.loaded[relative] = runtime
         if node.batching is not None and (problem := batch_dimension_problem(runtime.signature)):

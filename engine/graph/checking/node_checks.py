@@ -15,6 +15,7 @@ import numpy as np
 from engine.graph.checking.model_files import ModelFiles
 from engine.graph.checking.scope import NodeResult, Scope
 from engine.graph.ops.call import OpCall
+from engine.graph.ops.combines import weights_param
 from engine.graph.ops.expression_eval import CompiledExpr, compile_expression
 from engine.graph.ops.expressions import ExprError, parse, references
 from engine.graph.ops.table import build_op
@@ -167,6 +168,8 @@ def _check_params_alone(scope: Scope, node: OpNode) -> None:
             call.number_param(name)
         elif name == "to":
             call.datatype_param(name)
+    if node.op == "weighted_mean":  # its count is that of the references written, resolved or not
+        weights_param(call, len(node.inputs))
 
 
 def compile_text(

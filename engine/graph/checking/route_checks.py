@@ -138,6 +138,8 @@ def check_split(scope: Scope, node: SplitNode) -> NodeResult | None:
         return None
     weights = [a.weight for a in node.arms]
     total = sum(weights)
+    if total <= 0:  # all zero: reported where the arms are read
+        return None
     parts = [f"{a.weight / total * 100:.4g}% -> {a.target}" for a in node.arms]
     if node.key is not None:
         parts.append(f"key {node.key.text}")

@@ -89,6 +89,7 @@ def analyse(
     check_logging_refs(scope)
     if all_resolved and not report.has_errors:  # otherwise a broken reference would mislead it
         _report_unreachable(scope, deps)
+        _report_unused_inputs(scope)
     return Analysis(spec, tuple(inputs.values()), tuple(order), scope.results, scope.owner, tuple(outputs))
 
 
@@ -129,11 +130,17 @@ def _check_recovery(scope: Scope, node: NodeSpec, result: NodeResult) -> None:
         for ours in result.outputs:
             other = theirs.get(ours.name)
             if other is None or other.datatype != ours.datatype or len(other.shape) != len(ours.shape):
-                got = f"{other.datatype.value} {other.shape_text()}" if other else "nothing"
+                if other is not None:
+                    got = f"it gives {other.datatype.value} {other.shape_text()}"
+                else:
+                    given = ", ".join(
+                        f"{t.name} {t.datatype.value} {t.shape_text()}" for t in theirs.values()
+                    )
+                    got = f"it has no '{ours.name}' (its outputs: {given})"
                 scope.report.error(
                     pos,
                     f"node '{common.name}': fallback '{common.fallback}' must produce '{ours.name}' as "
-                    f"{ours.datatype.value} {ours.shape_text()}, it gives {got}",
+                    f"{ours.datatype.value} {ours.shape_text()}; {got}",
                 )
     elif common.on_error == "default":
         for out in result.outputs:
@@ -190,8 +197,36 @@ def _assign_owners(scope: Scope) -> None:
             seen.add(target)
 
 
+def _report_unused_inputs(scope: Scope) -> None:
+    """A graph input no node or output reads: every request would have to send it for nothing."""
+    read: set[str] = set()
+    texts = [o.ref.text for o in scope.spec.outputs]
+    for node in scope.nodes.values():
+        texts.extend(_references(node))
+    for text in texts:
+        head, _, tail = text.partition(".")
+        if head == "inputs":
+            read.add(tail)
+        elif head not in scope.nodes:  # a bare name in an expression is a graph input
+            read.add(head)
+    for spec in scope.spec.inputs:
+        if spec.name not in read:
+            scope.report.error(
+                spec.pos,
+                f"graph input '{spec.name}' is not used by any node or output; remove it, or every request "
+                "must send it for nothing",
+            )
+
+
 def _dependencies(scope: Scope, node: NodeSpec) -> set[str]:
     """Node names this node needs before it can run (branch targets count for routes)."""
+    texts = _references(node)
+    names = {t.split(".", 1)[0] for t in texts} | {t for t, _ in _targets(node) if t != node.common.name}
+    return {n for n in names if n in scope.nodes}
+
+
+def _references(node: NodeSpec) -> list[str]:
+    """Every reference a node reads, as written (expressions' names included)."""
     texts: list[str] = []
     if isinstance(node, ModelNode):
         texts = [w.ref.text for w in node.inputs]
@@ -206,8 +241,7 @@ def _dependencies(scope: Scope, node: NodeSpec) -> set[str]:
     elif isinstance(node, FeatureNode) or node.key is not None:
         assert node.key is not None
         texts = [node.key.text]
-    names = {t.split(".", 1)[0] for t in texts} | {t for t, _ in _targets(node) if t != node.common.name}
-    return {n for n in names if n in scope.nodes}
+    return texts
 
 
 def _expression_names(text: str) -> list[str]:

@@ -30,7 +30,15 @@ from engine.graph.values.plan import (
     ShadowStep,
     Step,
 )
-from engine.graph.values.spec import FeatureNode, InputSpec, OpNode, ShadowNode
+from engine.graph.values.spec import (
+    FeatureNode,
+    GraphSpec,
+    InputSpec,
+    ModelNode,
+    NodeSpec,
+    OpNode,
+    ShadowNode,
+)
 from engine.interfaces import FeatureField
 from engine.shadow.compare import ShadowConfig
 
@@ -82,7 +90,7 @@ def compile_plan(analysis: Analysis) -> Plan:
         n_slots=len(slots.names),
         slot_names=tuple(slots.names),
         batch_inputs=tuple(i for i, t in enumerate(analysis.inputs) if t.shape and t.shape[0] == -1),
-        nodes=tuple(_info(analysis.results[n]) for n in analysis.order),
+        nodes=tuple(_info(analysis.results[n], _shadows_of(spec, n)) for n in analysis.order),
         contracts=tuple(
             (i, c)
             for i, tensor in enumerate(analysis.inputs)
@@ -95,9 +103,46 @@ def _input_contract(inputs: tuple[InputSpec, ...], name: str) -> Contract | None
     return next((i.contract for i in inputs if i.name == name), None)
 
 
-def _info(result: NodeResult) -> NodeInfo:
+def _shadows_of(spec: GraphSpec, name: str) -> tuple[str, ...]:
+    return tuple(n.common.name for n in spec.nodes if isinstance(n, ShadowNode) and n.target == name)
+
+
+def _seconds(value: float) -> str:
+    """``20ms``, ``1.5s``, ``500us``: a duration as a graph file would write it."""
+    if value >= 1:
+        return f"{value:g}s"
+    if value >= 1e-3:
+        return f"{value * 1e3:g}ms"
+    return f"{value * 1e6:g}us"
+
+
+def _marks(node: NodeSpec, shadows: tuple[str, ...]) -> tuple[str, ...]:
+    """What a drawing notes beside a node: how it fails, how long it may take, how it runs."""
+    common = node.common
+    marks: list[str] = []
+    if common.timeout_s is not None and not isinstance(node, ShadowNode):  # a shadow's detail has it
+        marks.append(f"timeout {_seconds(common.timeout_s)}")
+    if common.on_error == "default":
+        default = "field defaults" if isinstance(node, FeatureNode) else f"default {common.default!r}"
+        marks.append(f"on error: {default}")
+    elif common.on_error == "fallback":
+        marks.append(f"on error: fallback {common.fallback}")
+    if common.optional:
+        marks.append("optional")
+    if isinstance(node, ModelNode) and node.batching is not None:
+        batching = node.batching
+        marks.append(f"batching ≤{batching.max_batch_size} rows, {_seconds(batching.max_queue_delay_s)}")
+    if shadows:
+        marks.append(f"shadowed by {', '.join(shadows)}")
+    return tuple(marks)
+
+
+def _info(result: NodeResult, shadows: tuple[str, ...] = ()) -> NodeInfo:
     node = result.node
     return NodeInfo(
+        marks=_marks(node, shadows),
+        fallback=node.common.fallback if node.common.on_error == "fallback" else None,
+        shadows=shadows,
         name=node.common.name,
         kind=node.kind,
         detail=result.detail,

@@ -52,8 +52,8 @@ def mean(call: OpCall) -> OpOutput | None:
     return OpOutput(out, common[1], run)
 
 
-def weighted_mean(call: OpCall) -> OpOutput | None:
-    common = _common(call, "numeric")
+def weights_param(call: OpCall, n_inputs: int) -> list[float] | None:
+    """``weights``: one non-negative number per input, not all zero (reported at the key)."""
     param = call.params.get("weights")
     if param is None:
         call.fail("needs 'weights', one number per input")
@@ -64,13 +64,19 @@ def weighted_mean(call: OpCall) -> OpOutput | None:
     ):
         call.fail_param("weights", "must be a list of numbers, one per input")
         return None
-    if len(raw) != len(call.inputs):
-        call.fail_param("weights", f"has {len(raw)} numbers but the node has {len(call.inputs)} inputs")
+    if len(raw) != n_inputs:
+        call.fail_param("weights", f"has {len(raw)} numbers but the node has {n_inputs} inputs")
         return None
     if any(w < 0 for w in raw) or sum(raw) <= 0:
         call.fail_param("weights", "must be non-negative and not all zero")
         return None
-    if common is None:
+    return [float(w) for w in raw]
+
+
+def weighted_mean(call: OpCall) -> OpOutput | None:
+    common = _common(call, "numeric")
+    raw = weights_param(call, len(call.inputs))
+    if raw is None or common is None:
         return None
     out, acc = _mean_type(common[0])
     dtype = out.numpy_dtype

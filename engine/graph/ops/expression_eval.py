@@ -7,6 +7,11 @@ array: ``FP32 * 2.5`` is FP32, ``INT32 + 1`` is INT32, ``INT32 / 2`` is FP64).
 Literal-only subexpressions are folded at compile time. Shapes: every tensor
 operand must have the same rank; dimensions agree when equal, when one is 1
 (broadcast) or when one is -1 (any size).
+
+Text: a BYTES tensor (an input, a feature, a node output) compares with quoted text or
+another BYTES tensor by ``==`` and ``!=``, and with a list of quoted text by ``in`` /
+``not in``; a literal is its UTF-8 bytes, compared byte for byte (no case folding, no
+trimming). Text takes no part in arithmetic, ordering or functions.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.graph.ops.expressions import Binary, Call, Expr, ExprError, Name, Num, Unary
+from engine.graph.ops.expressions import Binary, Call, Expr, ExprError, Member, Name, Num, Text, Unary
 from engine.tensors import DataType, TensorSpec
 
 Evaluator = Callable[[Sequence[np.ndarray]], Any]
@@ -61,8 +66,15 @@ class _Part:
 
     def describe(self) -> str:
         if self.shape is None:
+            if isinstance(self.sample, bytes):
+                return f"the text {self.sample.decode()!r}"
             return f"the number {self.sample!r}" if not isinstance(self.sample, bool) else "a BOOL constant"
         return DataType.from_numpy(self.sample.dtype).value
+
+    def is_text(self) -> bool:
+        if self.shape is None:
+            return isinstance(self.sample, bytes)
+        return bool(self.sample.dtype == object)
 
     def is_bool(self) -> bool:
         if self.shape is None:
@@ -95,6 +107,8 @@ def _names(tree: Expr) -> list[str]:
         return _names(tree.left) + _names(tree.right)
     if isinstance(tree, Call):
         return [n for a in tree.args for n in _names(a)]
+    if isinstance(tree, Member):
+        return _names(tree.operand)
     return []
 
 
@@ -126,6 +140,10 @@ class _Compiler:
     def part(self, tree: Expr) -> _Part:
         if isinstance(tree, Num):
             return _Part(tree.value, None, None)
+        if isinstance(tree, Text):
+            return _Part(tree.value.encode(), None, None)
+        if isinstance(tree, Member):
+            return self.member(tree)
         if isinstance(tree, Name):
             return self.name(tree)
         if isinstance(tree, Unary):
@@ -141,8 +159,6 @@ class _Compiler:
 
     def name(self, tree: Name) -> _Part:
         spec = self.specs[tree.text]
-        if spec.datatype is DataType.BYTES:
-            raise ExprError(f"'{tree.text}' is BYTES; expressions work on numbers and BOOL only", tree.col)
         i = self.index[tree.text]
         sample = np.zeros(1, dtype=spec.datatype.numpy_dtype)
         return _Part(sample, spec.shape, lambda arrays: arrays[i])
@@ -154,16 +170,60 @@ class _Compiler:
                 self.need_bool(side, f"'{tree.op}'", tree.col)
             return self.apply(_LOGIC[tree.op], [left, right], tree.col, f"'{tree.op}'")
         if tree.op in _COMPARE:
+            if left.is_text() or right.is_text():
+                self.text_comparison(tree.op, left, right, tree.col)
             return self.apply(_COMPARE[tree.op], [left, right], tree.col, f"'{tree.op}'")
         for side in (left, right):
             self.need_number(side, f"'{tree.op}'", tree.col)
         return self.apply(_ARITHMETIC[tree.op], [left, right], tree.col, f"'{tree.op}'")
+
+    def text_comparison(self, op: str, left: _Part, right: _Part, col: int) -> None:
+        if op not in ("==", "!="):
+            raise ExprError(f"text has no order: compare it with '==', '!=' or 'in [...]', not '{op}'", col)
+        if not (left.is_text() and right.is_text()):
+            text, other = (left, right) if left.is_text() else (right, left)
+            raise ExprError(f"cannot compare {text.describe()} with {other.describe()}", col)
+
+    def member(self, tree: Member) -> _Part:
+        operand = self.part(tree.operand)
+        word = "not in" if tree.negated else "in"
+        text_list = isinstance(tree.values[0], str)
+        if text_list != operand.is_text():
+            listed = "quoted text" if text_list else "numbers"
+            raise ExprError(f"'{word}' compares {operand.describe()} with {listed}; use one kind", tree.col)
+        if not text_list:
+            self.need_number(operand, f"'{word}'", tree.col)
+        if operand.shape is None or operand.run is None:  # a literal: fold now
+            value = operand.sample
+            hit = value in (
+                tuple(v.encode() for v in tree.values if isinstance(v, str)) if text_list else tree.values
+            )
+            return _Part(bool(hit) != tree.negated, None, None)
+        run = operand.run
+        negated = tree.negated
+        if text_list:
+            members = frozenset(v.encode() for v in tree.values if isinstance(v, str))
+
+            def text_in(arrays: Sequence[np.ndarray]) -> np.ndarray:
+                values = run(arrays)
+                found = np.fromiter((e in members for e in values.reshape(-1)), np.bool_, values.size)
+                return (~found if negated else found).reshape(values.shape)
+
+            return _Part(np.zeros(1, np.bool_), operand.shape, text_in)
+        numbers: np.ndarray = np.asarray(tree.values)
+
+        def number_in(arrays: Sequence[np.ndarray]) -> np.ndarray:
+            return np.isin(run(arrays), numbers, invert=negated)
+
+        return _Part(np.zeros(1, np.bool_), operand.shape, number_in)
 
     def call(self, tree: Call) -> _Part:
         args = [self.part(a) for a in tree.args]
         what = f"{tree.func}()"
         if tree.func == "where":
             self.need_bool(args[0], f"the condition of {what}", tree.col)
+            for arg in args[1:]:
+                self.need_number(arg, what, tree.col)
         else:
             for arg in args:
                 self.need_number(arg, what, tree.col)
@@ -174,6 +234,11 @@ class _Compiler:
             raise ExprError(f"{what} needs BOOL operands (comparisons give BOOL), got {part.describe()}", col)
 
     def need_number(self, part: _Part, what: str, col: int) -> None:
+        if part.is_text():
+            raise ExprError(
+                f"{what} needs numbers, got {part.describe()} (text only compares with ==, != and in [...])",
+                col,
+            )
         if part.is_bool():
             raise ExprError(
                 f"{what} needs numbers, got BOOL (use where(cond, 1, 0) to turn it into one)", col

@@ -5,17 +5,21 @@
     and        := not ("and" not)*
     not        := "not" not | comparison
     comparison := sum (("<" | "<=" | ">" | ">=" | "==" | "!=") sum)?     # no chaining
+                | sum ("in" | "not" "in") "[" literal ("," literal)* ","? "]"
     sum        := term (("+" | "-") term)*
     term       := unary (("*" | "/" | "//" | "%") unary)*
     unary      := ("-" | "+") unary | power
     power      := atom ("**" unary)?                                    # right-assoc, like Python
-    atom       := NUMBER | NAME ("." NAME)* | FUNCTION "(" expr ("," expr)* ")" | "(" expr ")"
+    atom       := NUMBER | TEXT | NAME ("." NAME)* | FUNCTION "(" expr ("," expr)* ")" | "(" expr ")"
+    literal    := NUMBER | "-" NUMBER | TEXT
 
 Precedence and associativity follow Python. Names are references (``inputs.x``,
 ``node``, ``node.tensor``, or a bare graph input name); the only calls are the
-whitelisted functions in ``FUNCTIONS``. There are no strings, attributes,
-subscripts, lambdas or keywords beyond ``and``/``or``/``not``: anything else
-is a syntax error with its column. Nothing is ever handed to ``eval``.
+whitelisted functions in ``FUNCTIONS``. TEXT is a quoted literal (``"eu"`` or ``'eu'``;
+``\\`` and the quote itself may be escaped with a backslash), compared with BYTES tensors
+as UTF-8 bytes; a list of literals appears only after ``in``/``not in``. There are no
+attributes, subscripts, lambdas or keywords beyond ``and``/``or``/``not``/``in``: anything
+else is a syntax error with its column. Nothing is ever handed to ``eval``.
 """
 
 from __future__ import annotations
@@ -78,12 +82,28 @@ class Call:
     col: int
 
 
-Expr = Num | Name | Unary | Binary | Call
+@dataclass(frozen=True, slots=True)
+class Text:
+    value: str
+    col: int
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """``operand in [values]`` (``negated``: ``not in``); values are all numbers or all text."""
+
+    operand: Expr
+    values: tuple[int | float | str, ...]
+    negated: bool
+    col: int
+
+
+Expr = Num | Text | Name | Unary | Binary | Call | Member
 
 
 @dataclass(frozen=True, slots=True)
 class Token:
-    kind: str  # "num" | "name" | "op" | "end" | "bad" (text is the problem)
+    kind: str  # "num" | "str" | "name" | "op" | "end" | "bad" (text is the problem)
     text: str
     col: int
 
@@ -91,8 +111,9 @@ class Token:
 _TOKEN = re.compile(
     r"(?P<space>\s+)"
     r"|(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+    r"""|(?P<str>"(?:[^"\\\n]|\\["'\\])*"|'(?:[^'\\\n]|\\["'\\])*')"""
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op>\*\*|//|<=|>=|==|!=|[-+*/%<>(),.])"
+    r"|(?P<op>\*\*|//|<=|>=|==|!=|[-+*/%<>(),.\[\]])"
 )
 
 
@@ -108,7 +129,10 @@ def tokenize(text: str) -> list[Token]:
             break
         kind = match.lastgroup
         assert kind is not None
-        if kind != "space":
+        if kind == "str":
+            body = match.group()[1:-1]
+            tokens.append(Token(kind, re.sub(r"\\(.)", r"\1", body), pos + 1))
+        elif kind != "space":
             tokens.append(Token(kind, match.group(), pos + 1))
         pos = match.end()
     else:
@@ -118,9 +142,9 @@ def tokenize(text: str) -> list[Token]:
 
 def _unexpected(char: str) -> str:
     if char in "'\"":
-        return "text literals are not supported in expressions"
-    if char in "[]{}":
-        return f"'{char}' is not supported in expressions (no lists, indexing or mappings)"
+        return "this text is never closed (end it with the same quote on the same line)"
+    if char in "{}":
+        return f"'{char}' is not supported in expressions (no mappings)"
     if char == "=":
         return "'=' is not an operator here; compare with '=='"
     if char in "&|~^":
@@ -206,6 +230,13 @@ class _Parser:
 
     def comparison(self) -> Expr:
         left = self.sum()
+        if token := self.accept("in"):
+            return self.member(left, token, negated=False)
+        here = self.tokens[self.at]
+        if here.kind == "name" and here.text == "not" and self.tokens[self.at + 1].text == "in":
+            self.take()
+            self.take()
+            return self.member(left, here, negated=True)
         if token := self.accept(*COMPARISONS):
             left = Binary(token.text, left, self.sum(), token.col)
             if again := self.accept(*COMPARISONS):
@@ -214,6 +245,37 @@ class _Parser:
                     again.col,
                 )
         return left
+
+    def member(self, operand: Expr, token: Token, *, negated: bool) -> Expr:
+        word = "not in" if negated else "in"
+        self.expect("[", f'after \'{word}\' (a list of values such as ["eu", "uk"])')
+        values: list[int | float | str] = []
+        while True:
+            values.append(self.literal(word))
+            if not self.accept(","):
+                break
+            if self.peek().text == "]" and self.peek().kind == "op":
+                break  # a trailing comma
+        self.expect("]", "to close the list")
+        kinds = {isinstance(v, str) for v in values}
+        if len(kinds) > 1:
+            raise ExprError(f"the list after '{word}' mixes text and numbers; use one kind", token.col)
+        return Member(operand, tuple(values), negated, token.col)
+
+    def literal(self, word: str) -> int | float | str:
+        token = self.take()
+        sign = 1
+        if token.kind == "op" and token.text == "-":
+            sign, token = -1, self.take()
+        if token.kind == "str" and sign == 1:
+            return token.text
+        if token.kind == "num":
+            value = float(token.text) if any(c in token.text for c in ".eE") else int(token.text)
+            return sign * value
+        found = "the end of the expression" if token.kind == "end" else f"'{token.text}'"
+        raise ExprError(
+            f"the list after '{word}' holds numbers or quoted text only, found {found}", token.col
+        )
 
     def sum(self) -> Expr:
         left = self.term()
@@ -249,6 +311,10 @@ class _Parser:
         if token.kind == "num":
             value = float(token.text) if any(c in token.text for c in ".eE") else int(token.text)
             return Num(value, token.col)
+        if token.kind == "str":
+            return Text(token.text, token.col)
+        if token.kind == "op" and token.text == "[":
+            raise ExprError("a list of values may only follow 'in' or 'not in'", token.col)
         if token.kind == "op" and token.text == "(":
             inner = self.expr()
             self.expect(")", "to close the '(' at column " + str(token.col))
@@ -260,7 +326,7 @@ class _Parser:
         raise ExprError(f"expected a value, found '{token.text}'", token.col)
 
     def name_or_call(self, token: Token) -> Expr:
-        if token.text in ("and", "or", "not"):
+        if token.text in ("and", "or", "not", "in"):
             raise ExprError(f"expected a value before '{token.text}'", token.col)
         if keyword.iskeyword(token.text) or keyword.issoftkeyword(token.text):
             raise ExprError(f"'{token.text}' is not part of the expression language", token.col)
@@ -279,6 +345,12 @@ class _Parser:
                     f"'{'.'.join(parts)}' cannot be called; the only functions are {', '.join(FUNCTIONS)}",
                     part.col,
                 )
+        after = self.peek()
+        if after.kind == "op" and after.text == "[":
+            raise ExprError(
+                "'[' is not supported after a name (no indexing); a list of values may only follow 'in'",
+                after.col,
+            )
         return Name(".".join(parts), token.col)
 
     def call(self, token: Token) -> Expr:
@@ -313,4 +385,6 @@ def references(tree: Expr) -> list[Name]:
         return references(tree.left) + references(tree.right)
     if isinstance(tree, Call):
         return [name for arg in tree.args for name in references(arg)]
+    if isinstance(tree, Member):
+        return references(tree.operand)
     return []

@@ -377,7 +377,9 @@ class NodeReader:
             if "to" not in arm or "weight" not in arm:
                 missing = "to" if "to" not in arm else "weight"
                 r.error(
-                    r.at.value(apath), f"split arm {i + 1} needs '{missing}' ({{to: NODE, weight: NUMBER}})"
+                    r.at.value(apath),
+                    f"split node '{common.name}': arm {i + 1} needs '{missing}' "
+                    "({to: NODE, weight: NUMBER})",
                 )
                 continue
             target = r.text(arm["to"], (*apath, "to"), "'to'")
@@ -387,13 +389,21 @@ class NodeReader:
                 or not isinstance(weight, int | float)
                 or not 0 <= weight < float("inf")
             ):
-                r.error(r.at.value((*apath, "weight")), f"'weight' must be a number >= 0, got {weight!r}")
+                r.error(
+                    r.at.value((*apath, "weight")),
+                    f"split node '{common.name}': arm {i + 1}: 'weight' must be a number >= 0, "
+                    f"got {weight!r}",
+                )
                 continue
             if target is not None:
                 arms.append(
                     SplitArm(target, r.at.text((*apath, "to")), float(weight), r.at.value((*apath, "weight")))
                 )
         if arms and sum(a.weight for a in arms) <= 0:
-            r.error(r.at.value(spath), "split weights are all zero; at least one arm needs a positive weight")
+            r.error(
+                r.at.value(spath),
+                f"split node '{common.name}': the weights are all zero; at least one arm needs a "
+                "positive weight",
+            )
         key = r.ref(body["key"], (*path, "key"), "'key'") if "key" in body else None
         return SplitNode(common, tuple(arms), key) if arms else None

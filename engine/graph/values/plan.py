@@ -174,6 +174,9 @@ class NodeInfo:
     model_path: str | None = None  # relative to the graph folder
     model_sha256: str | None = None
     line: int = 0  # where the node is declared in graph.yaml
+    marks: tuple[str, ...] = ()  # "timeout 20ms", "on error: default 0.5", "optional", "batching …", …
+    fallback: str | None = None  # on_error: {fallback: NODE}: the node that backs this one up
+    shadows: tuple[str, ...] = ()  # shadow nodes mirroring this one
 
 
 @dataclass(frozen=True, slots=True)
