@@ -140,6 +140,7 @@ class EngineServer:
         self._server: grpc.aio.Server | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._abandon = asyncio.Event()  # a second stop signal: end the drain now
         self._reloading: asyncio.Future[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._lag_monitor: LoopLagMonitor | None = None
@@ -256,7 +257,7 @@ class EngineServer:
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_delay_s > 0:  # load balancers see NOT_SERVING; calls still served
             log.info("health NOT_SERVING; serving for %.1fs more", self.settings.drain_delay_s)
-            await asyncio.sleep(self.settings.drain_delay_s)
+            await self._pause(self.settings.drain_delay_s)
         self.state.draining = True
         log.info("draining: %d call(s) in flight, grace %.1fs", self.state.in_flight, grace)
         # Keep accepting while in-flight calls finish, so a call arriving meanwhile gets a clean,
@@ -264,27 +265,65 @@ class EngineServer:
         # shutdown; then stop the server with whatever grace is left.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while self.state.in_flight and loop.time() < deadline:  # noqa: ASYNC110 - a plain counter
+        abandon = self._abandon
+        while self.state.in_flight and loop.time() < deadline and not abandon.is_set():  # noqa: ASYNC110
             await asyncio.sleep(DRAIN_POLL_S)
         # Then keep refusing cleanly until calls stop arriving: one that raced grpc's own
         # shutdown would be CANCELLED (not retryable by most clients) instead of UNAVAILABLE.
-        while time.monotonic() - self.state.last_arrival < DRAIN_QUIET_S and loop.time() < deadline:  # noqa: ASYNC110
+        while (  # noqa: ASYNC110
+            time.monotonic() - self.state.last_arrival < DRAIN_QUIET_S
+            and loop.time() < deadline
+            and not abandon.is_set()
+        ):
             await asyncio.sleep(DRAIN_POLL_S)
-        await self._server.stop(max(0.0, deadline - loop.time()))
+        await self._stop_grpc(0.0 if abandon.is_set() else max(0.0, deadline - loop.time()))
+        if abandon.is_set():
+            deadline = loop.time()  # nothing more is waited for than the minimum below
         # In-flight shadows get what is left of the grace; the rest are cancelled (and counted).
         await self.shadows.drain(max(0.0, deadline - loop.time()))
         self.runtimes.close()
         await self.features.close()
+        least = 0.1 if abandon.is_set() else 0.5
         if self.recorder is not None:  # records that waited for their shadows
-            await self.recorder.flush(max(0.5, deadline - loop.time()))
+            await self.recorder.flush(max(least, deadline - loop.time()))
         if self.request_log is not None:  # flush what is queued within what is left of the grace
-            await self.request_log.close(timeout=max(1.0, deadline - loop.time()))
+            await self.request_log.close(timeout=max(2 * least, deadline - loop.time()))
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()  # flushes spans still queued for export
         if self.metrics is not None:
             self.metrics.stop()
         log.info("stopped")
         self._stopped.set()
+
+    def abandon(self) -> None:
+        """End a drain at once (a second SIGTERM/SIGINT): calls still in flight are cancelled, and
+        counted in the log. Before a stop began it does nothing."""
+        if not self._stopping or self._abandon.is_set():
+            return
+        log.warning(
+            "second stop signal: ending the drain now; abandoning %d call(s) in flight and %d shadow(s)",
+            self.state.in_flight,
+            self.shadows.in_flight + self.shadows.queued,
+        )
+        self._abandon.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the drain is abandoned meanwhile."""
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._abandon.wait(), seconds)
+
+    async def _stop_grpc(self, grace: float) -> None:
+        """Stop the gRPC server within ``grace``, cancelling its calls at once if abandoned meanwhile."""
+        assert self._server is not None
+        stopping = asyncio.ensure_future(self._server.stop(grace))
+        abandoned = asyncio.ensure_future(self._abandon.wait())
+        try:
+            await asyncio.wait({stopping, abandoned}, return_when=asyncio.FIRST_COMPLETED)
+            if not stopping.done():
+                await self._server.stop(0)  # cancels every call still running
+            await stopping
+        finally:
+            abandoned.cancel()
 
     def request_reload(self) -> None:
         """Re-read every graph folder soon (SIGHUP, the reload interval); never raises."""
@@ -405,13 +444,20 @@ def _registered_files() -> set[str]:
 
 
 async def serve(settings: ServeSettings) -> None:
-    """Run until SIGTERM or SIGINT, then drain and return. SIGHUP reloads every graph."""
+    """Run until SIGTERM or SIGINT, then drain and return; a second SIGTERM/SIGINT ends the drain
+    at once. SIGHUP reloads every graph."""
     server = EngineServer(settings)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
+
+    def on_stop_signal() -> None:  # the first starts the drain; a second one ends it at once
+        if stop_requested.is_set():
+            server.abandon()
+        stop_requested.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop_requested.set)
+            loop.add_signal_handler(sig, on_stop_signal)
     with suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGHUP, server.request_reload)
     await server.start()
