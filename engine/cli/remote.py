@@ -40,6 +40,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             help="an input as JSON, e.g. amount=[[1200.0]]; repeat per input",
         )
         cmd.add_argument("--version", default="")
+        if name == "explain":
+            cmd.add_argument(
+                "--show-redacted",
+                action="store_true",
+                help="also show the tensors the graph's logging policy redacts or hashes (admin token)",
+            )
         add_connection_arguments(cmd)
         cmd.set_defaults(run=runner)
     for name, helptext, runner in (
@@ -121,7 +127,7 @@ def _explain(args: argparse.Namespace) -> int:
 
     client = connect(args)
     request = client.build_request(args.graph, _parse_inputs(args.input), args.version)
-    explained = client.explain(request)
+    explained = client.explain(request, show_redacted=args.show_redacted)
     took = f"{explained.total_ns / 1e3:.1f} µs"
     print(f"graph {explained.graph} version {explained.version}: {took} in the executor\n")
     print(f"{'node':<16} {'kind':<10} {'start µs':>9} {'took µs':>9} {'rows':>5}  outputs / branch")
@@ -134,6 +140,11 @@ def _explain(args: argparse.Namespace) -> int:
             status = node.feature_status.get(tensor.name)
             why = f" ({status})" if status else ""  # a features node: where the values came from
             shown.append(f"{tensor.name}={np.array2string(values, threshold=6, precision=4)}{why}")
+        shown.extend(
+            f"{name.split('.', 1)[-1]}=<redacted>"
+            for name in node.redacted
+            if name.startswith(f"{node.name}.")
+        )
         error = f"  ERROR {node.error}" if node.error else ""
         print(
             f"{node.name:<16} {node.kind:<10} {node.start_ns / 1e3:>9.1f} {node.duration_ns / 1e3:>9.1f} "
