@@ -138,6 +138,8 @@ class EngineServer:
         self.metrics_port = 0
         self.port = 0
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None  # --health-port
+        self.health_port = 0
         self._stopped = asyncio.Event()
         self._stopping = False
         self._abandon = asyncio.Event()  # a second stop signal: end the drain now
@@ -161,7 +163,10 @@ class EngineServer:
             # on a closing connection get the grace period to finish.
             options.append(("grpc.max_connection_age_ms", int(self.settings.max_connection_age_s * 1000)))
             options.append(("grpc.max_connection_age_grace_ms", int(self.settings.grace_s * 1000)))
-        server = grpc.aio.server(options=options)
+        limit = self.settings.max_concurrent_rpcs
+        # With a limit, grpc refuses calls beyond it (RESOURCE_EXHAUSTED) as they arrive, before
+        # any handler runs or a request is read: the queue of a flood forms nowhere in this process.
+        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=limit if limit > 0 else None)
         server.add_generic_rpc_handlers(
             (
                 InferenceService(self.core, self.admin, self.grpc_options).handler(),
@@ -197,6 +202,8 @@ class EngineServer:
         if self.request_log is not None:
             await self.request_log.start()
         await server.start()  # live (ServerLive answers) while graphs load; not ready yet
+        if self.settings.health_port >= 0:
+            await self._start_health_listener()
         if self.metrics is not None:
             host = self.settings.metrics_host or self.settings.host
             self.metrics_port = self.metrics.start(host, self.settings.metrics_port)
@@ -229,6 +236,18 @@ class EngineServer:
             self.port,
         )
         return self.port
+
+    async def _start_health_listener(self) -> None:
+        """grpc.health.v1 alone, in plaintext, on its own port (probes under mutual TLS or a flood)."""
+        listener = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, listener)
+        address = f"{self.settings.host}:{self.settings.health_port}"
+        self.health_port = listener.add_insecure_port(address)
+        if self.health_port == 0:
+            raise OSError(f"could not bind the health listener on {address}")
+        await listener.start()
+        self._health_server = listener
+        log.info("health (grpc.health.v1 only) on %s:%d", self.settings.host, self.health_port)
 
     def _set_health(self, name: str, ready: bool) -> None:
         status = (
@@ -279,6 +298,8 @@ class EngineServer:
         await self._stop_grpc(0.0 if abandon.is_set() else max(0.0, deadline - loop.time()))
         if abandon.is_set():
             deadline = loop.time()  # nothing more is waited for than the minimum below
+        if self._health_server is not None:  # probes saw NOT_SERVING throughout the drain
+            await self._health_server.stop(0)
         # In-flight shadows get what is left of the grace; the rest are cancelled (and counted).
         await self.shadows.drain(max(0.0, deadline - loop.time()))
         self.runtimes.close()
