@@ -163,6 +163,10 @@ class EngineServer:
             # on a closing connection get the grace period to finish.
             options.append(("grpc.max_connection_age_ms", int(self.settings.max_connection_age_s * 1000)))
             options.append(("grpc.max_connection_age_grace_ms", int(self.settings.grace_s * 1000)))
+        pending = self.settings.max_pending_rpcs
+        if pending > 0:  # gRPC's C core refuses calls beyond it while they wait to be picked up
+            options.append(("grpc.server.max_pending_requests", pending))
+            options.append(("grpc.server.max_pending_requests_hard_limit", pending))
         limit = self.settings.max_concurrent_rpcs
         # With a limit, grpc refuses calls beyond it (RESOURCE_EXHAUSTED) as they arrive, before
         # any handler runs or a request is read: the queue of a flood forms nowhere in this process.

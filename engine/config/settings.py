@@ -83,6 +83,12 @@ class ServeSettings:
         "RESOURCE_EXHAUSTED before a request is read, so a flood queues nowhere (set it to about "
         "max_concurrency + max_queue, with --health-port so probes never wait behind it); 0 = off",
     )
+    max_pending_rpcs: int = setting(
+        0,
+        "calls gRPC may hold before the server picks them up; beyond it gRPC answers RESOURCE_EXHAUSTED "
+        "at once, in its C core, without the request being read or the event loop woken (a flood "
+        "queues there, unseen by admission, when calls are cheap); 0 = gRPC's default (1000)",
+    )
     health_port: int = setting(
         -1,
         "a second, plaintext listener serving only grpc.health.v1, for Kubernetes gRPC probes that "
