@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine.observability.log_sinks import file_time
+from engine.observability.log_sinks import check_writable, file_time
 
 TEXT_COLUMNS = ("schema", "id", "trace_id", "graph", "version", "status", "error", "sampled_because")
 JSON_COLUMNS = ("models", "inputs", "nodes", "branches", "outputs", "features", "shadow")
@@ -79,7 +79,7 @@ class ParquetSink:
                 f"request log: file_pattern {file_pattern!r} must contain {{time}} and end in .parquet"
             )
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        check_writable(self.directory)
         self.file_pattern = file_pattern
         self.compression = compression
         self._last = ""
@@ -91,6 +91,7 @@ class ParquetSink:
             stamp += 1000
             name = self.file_pattern.format(time=file_time(stamp), pid=os.getpid())
         self._last = name
+        self.directory.mkdir(parents=True, exist_ok=True)  # deleted under us: made again
         write_parquet(records, self.directory / name, self.compression)
 
     def close(self) -> None:

@@ -1,0 +1,84 @@
+"""The request log under an unlucky operator: logrotate moves the file, someone deletes the
+directory, the directory is unwritable. Records land where they can be read, or start-up fails."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+
+from tests.server_thread import ServerThread
+
+
+@pytest.fixture
+def graphs(tmp_path: Path, example_graphs: Path) -> Path:
+    root = tmp_path / "graphs"
+    shutil.copytree(example_graphs / "quickstart", root / "quickstart")
+    graph = root / "quickstart" / "graph.yaml"
+    graph.write_text(graph.read_text() + "logging:\n  sample: 1.0\n")
+    return root
+
+
+@pytest.fixture
+def logged(graphs: Path, tmp_path: Path) -> Iterator[tuple[ServerThread, Path]]:
+    directory = tmp_path / "logs"
+    config = {"sink": "jsonl", "directory": str(directory), "flush_interval_s": 0.01}
+    with ServerThread(graphs, request_log=config) as server:
+        yield server, directory
+
+
+def _call(server: ServerThread, request_id: str) -> None:
+    client = triton.InferenceServerClient(server.url)
+    x = triton.InferInput("x", [1, 4], "FP32")
+    x.set_data_from_numpy(np.zeros((1, 4), np.float32))
+    client.infer("quickstart", [x], request_id=request_id)
+    client.close()
+
+
+def _written(server: ServerThread, count: int) -> None:
+    assert server.server is not None and server.server.request_log is not None
+    deadline = time.monotonic() + 10
+    while server.server.request_log.counters().get("written", 0) < count:
+        assert time.monotonic() < deadline, server.server.request_log.counters()
+        time.sleep(0.01)
+
+
+def _ids(files: list[Path]) -> list[str]:
+    return [json.loads(line)["id"] for f in files for line in f.read_text().splitlines()]
+
+
+def test_a_rotated_away_file_is_let_go_and_a_deleted_directory_made_again(
+    logged: tuple[ServerThread, Path],
+) -> None:
+    server, directory = logged
+    _call(server, "first")
+    _written(server, 1)
+    (current,) = directory.glob("*.jsonl")
+    moved = current.with_name(current.name + ".1")
+    current.rename(moved)  # what logrotate does (without copytruncate)
+    _call(server, "second")
+    _written(server, 2)
+    assert _ids([moved]) == ["first"]
+    assert _ids(sorted(directory.glob("*.jsonl"))) == ["second"]
+    shutil.rmtree(directory)
+    _call(server, "third")
+    _written(server, 3)
+    assert _ids(sorted(directory.glob("*.jsonl"))) == ["third"]  # "written" means on disk
+
+
+def test_an_unwritable_directory_fails_the_start(graphs: Path) -> None:
+    unwritable = Path("/sys/kernel")  # exists, and not even root may create a file in it
+    if not unwritable.is_dir():
+        pytest.skip("no /sys/kernel on this machine")
+    server = ServerThread(graphs, request_log={"sink": "jsonl", "directory": str(unwritable)})
+    try:
+        with pytest.raises(ValueError, match="request_log: sink jsonl: .*Permission denied"):
+            server.start()
+    finally:
+        server.stop()
