@@ -78,7 +78,7 @@ def test_an_unwritable_directory_fails_the_start(graphs: Path) -> None:
         pytest.skip("no /sys/kernel on this machine")
     server = ServerThread(graphs, request_log={"sink": "jsonl", "directory": str(unwritable)})
     try:
-        with pytest.raises(ValueError, match="request_log: sink jsonl: .*Permission denied"):
+        with pytest.raises(ValueError, match=r"request_log: sink jsonl: .*Permission denied"):
             server.start()
     finally:
         server.stop()
