@@ -63,6 +63,25 @@ def write_parquet(records: Iterable[Mapping[str, Any]], path: str | Path, compre
     return int(table.num_rows)
 
 
+def read_parquet(path: str | Path) -> list[dict[str, Any]]:
+    """The records of one Parquet file the sink (or ``engine logs to-parquet``) wrote, in the shape
+    a JSON Lines reader gets them: JSON columns parsed, ``time`` as RFC 3339 text."""
+    pa = require_pyarrow()
+    table = pa.parquet.read_table(path)
+    records = []
+    for row in table.to_pylist():
+        record: dict[str, Any] = {}
+        for key, value in row.items():
+            if key in JSON_COLUMNS:
+                record[key] = None if value is None else json.loads(value)
+            elif key == "time" and isinstance(value, datetime):
+                record[key] = value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            else:
+                record[key] = value
+        records.append(record)
+    return records
+
+
 class ParquetSink:
     """One Parquet file per batch in ``directory``."""
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 
+from engine import cli
 from tests.server_thread import ServerThread
 
 
@@ -82,3 +83,36 @@ def test_an_unwritable_directory_fails_the_start(graphs: Path) -> None:
             server.start()
     finally:
         server.stop()
+
+
+def test_the_log_readers_read_the_parquet_sink_and_fail_loudly_on_what_they_cannot_read(
+    graphs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "parquet-logs"
+    config = {"sink": "parquet", "directory": str(directory), "flush_interval_s": 0.01}
+    with ServerThread(graphs, request_log=config) as server:
+        for request_id in ("p1", "p2", "p3"):
+            _call(server, request_id)
+        _written(server, 3)
+    capsys.readouterr()
+    assert cli.main(["logs", "query", str(directory), "--json"]) == 0
+    out = capsys.readouterr()
+    assert sorted(json.loads(line)["id"] for line in out.out.splitlines()) == ["p1", "p2", "p3"]
+    assert "3 records" in out.err
+    assert cli.main(["logs", "tail", str(directory), "-n", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["graph"] == "quickstart"
+    assert cli.main(["shadow", "report", "--from", str(directory)]) == 0
+    assert "3 records read" in capsys.readouterr().err
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "requests-1.parquet").write_bytes(b"not parquet at all")
+    assert cli.main(["logs", "query", str(broken)]) != 0
+    assert "cannot read" in capsys.readouterr().err
+    assert cli.main(["shadow", "report", "--from", str(broken)]) != 0
+    assert "cannot read" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("hello")
+    assert cli.main(["logs", "tail", str(other)]) != 0
+    assert "no request-log files" in capsys.readouterr().err
