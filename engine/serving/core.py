@@ -99,10 +99,14 @@ class InferenceCore:
         admission = life.admission
         try:
             await admission.acquire(call.time_remaining())
-        except EngineError as exc:  # shed before any work: counted under its graph
-            served.stats.record_request(
-                ok=False, code=status_of(exc).value, total_ns=time.perf_counter_ns() - t0
-            )
+        except BaseException as exc:  # shed (or cancelled waiting) before any work: counted, recorded
+            status = status_of(exc)
+            took = time.perf_counter_ns() - t0
+            if isinstance(exc, EngineError):
+                served.stats.record_request(ok=False, code=status.value, total_ns=took)
+            if self.recorder is not None and served.policy.enabled:
+                error = str(exc) if isinstance(exc, EngineError) else type(exc).__name__
+                self._record(self.recorder, served, call, status, error, (), (), None, None, took)
             raise
         try:
             if self.tracing is None:

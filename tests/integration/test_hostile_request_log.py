@@ -7,6 +7,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import pytest
 import tritonclient.grpc as triton
 
 from engine import cli
+from tests.adapters.proxy import stalling_store
+from tests.integration.held_graph import held_inputs, held_repository
 from tests.server_thread import ServerThread
 
 
@@ -116,3 +119,41 @@ def test_the_log_readers_read_the_parquet_sink_and_fail_loudly_on_what_they_cann
     (other / "notes.txt").write_text("hello")
     assert cli.main(["logs", "tail", str(other)]) != 0
     assert "no request-log files" in capsys.readouterr().err
+
+
+def test_shed_calls_are_recorded_and_records_are_capped(tmp_path: Path, example_graphs: Path) -> None:
+    directory = tmp_path / "held-logs"
+    with stalling_store(6379) as (proxy, proxy_loop):
+        root = tmp_path / "held-graphs"
+        folder = held_repository(root, proxy.port)
+        graph = folder / "graph.yaml"
+        graph.write_text(graph.read_text() + "logging:\n  sample: 1.0\n  always_on: [error]\n")
+        config = {"sink": "jsonl", "directory": str(directory), "flush_interval_s": 0.01}
+        with ServerThread(
+            root, request_log=config, max_concurrency=1, max_queue=0, max_message_bytes=16_000_000
+        ) as server:
+            client = triton.InferenceServerClient(server.url)
+            huge = held_inputs(rows=1)
+            huge[1].set_data_from_numpy(np.array([[b"k" * 5_000_000]], dtype=np.object_))  # one 5 MB element
+            client.infer("held", huge, request_id="x" * 1000)
+            proxy_loop.soon(proxy.stall)
+            with ThreadPoolExecutor(1) as pool:
+                holding = pool.submit(client.infer, "held", held_inputs(), request_id="held")
+                state = server.server.state
+                while state.in_flight < 1:
+                    time.sleep(0.01)
+                with pytest.raises(triton.InferenceServerException) as shed:
+                    client.infer("held", held_inputs(), request_id="shed")
+                proxy_loop.soon(proxy.resume)
+                holding.result(30)
+            _written(server, 3)
+            client.close()
+    assert shed.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+    files = sorted(directory.glob("*.jsonl"))
+    lines = [line for f in files for line in f.read_text().splitlines()]
+    records = {r["status"] + ":" + r["id"][:8]: r for r in map(json.loads, lines)}
+    assert records["RESOURCE_EXHAUSTED:shed"]["error"].startswith("server at capacity")
+    big = records["OK:" + "x" * 8]
+    assert big["id"] == "x" * 256
+    assert big["inputs"]["k"]["truncated"] and big["inputs"]["k"]["element_bytes"] == 5_000_000
+    assert max(len(line) for line in lines) < 20_000  # not a 5 MB line
