@@ -11,6 +11,7 @@ place and marks the cell FAILED. Only a bad *default* (a configuration mistake) 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from typing import SupportsFloat, SupportsIndex
 
 import numpy as np
 
+from engine.errors import DependencyUnavailable, new_error_id
 from engine.interfaces import FeatureBatch, FeatureField, FeatureStatus
 from engine.tensors import DataType
 
@@ -196,12 +198,18 @@ class BatchBuilder:
         for col, f in enumerate(self._fields):
             self.put(row, col, record.get(f.name), status)
 
-    def take(self, rows: Sequence[int], batch: FeatureBatch) -> None:
-        """Copy ``batch`` (fetched for the keys at ``rows``, same fields) into those rows."""
+    def take(self, rows: Sequence[int], batch: FeatureBatch, source: Sequence[int] | None = None) -> None:
+        """Copy ``batch`` (same fields) into ``rows``: its rows ``source`` (default: all, in order)."""
         index = np.asarray(rows, dtype=np.intp)
+        if source is None:
+            for col, f in enumerate(self._fields):
+                self._values[col][index] = batch.values[f.name]
+            self.status[index, :] = batch.status
+            return
+        picked = np.asarray(source, dtype=np.intp)
         for col, f in enumerate(self._fields):
-            self._values[col][index] = batch.values[f.name]
-        self.status[index, :] = batch.status
+            self._values[col][index] = batch.values[f.name][picked]
+        self.status[index, :] = batch.status[picked]
 
     def mark_row(self, row: int, status: np.uint8) -> None:
         """Give a whole row ``status`` with defaults (stale, failed, timed out)."""
@@ -292,3 +300,36 @@ def check_fields(fields: Sequence[FeatureField]) -> None:
     names = [f.name for f in fields]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate field names in {names}")
+
+
+store_log = logging.getLogger("engine.features")
+STORE_LOG_EVERY_S = 10.0
+"""A failing store is logged at most once per source and kind of failure in this many seconds."""
+_last_logged: dict[tuple[str, str], tuple[float, int]] = {}
+
+
+def unavailable(
+    source: str, kind: str, exc: BaseException | None = None, detail: str = ""
+) -> DependencyUnavailable:
+    """A store failure as callers see it: the source and the kind of failure, nothing else.
+
+    The driver's text (host:port, DSN, server messages) goes to the ``engine.features`` log
+    with the error id the caller's message carries, at most once per source and kind every
+    ``STORE_LOG_EVERY_S`` (a store that is down fails every request; the log says how many)."""
+    error_id = new_error_id()
+    now = time.monotonic()
+    last, suppressed = _last_logged.get((source, kind), (-math.inf, 0))
+    if now - last >= STORE_LOG_EVERY_S:
+        _last_logged[(source, kind)] = (now, 0)
+        more = f" ({suppressed} more like it since the last report)" if suppressed else ""
+        store_log.warning(
+            "feature source %s: %s (error id %s)%s: %s",
+            source,
+            kind,
+            error_id,
+            more,
+            f"{type(exc).__name__}: {exc}" if exc is not None else detail,
+        )
+    else:
+        _last_logged[(source, kind)] = (last, suppressed + 1)
+    return DependencyUnavailable(f"feature source '{source}': {kind} (error id {error_id})")

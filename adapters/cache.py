@@ -11,10 +11,18 @@ down (Redis) is skipped: the fetch goes to the wrapped source and ``cache_errors
 The in-memory backend holds at most ``max_entries`` entities (default ``DEFAULT_MAX_ENTRIES``):
 past that the least recently used are evicted (``evictions`` counts them), so a stream of new
 keys cannot grow the process without bound. Expired entries are dropped when read or evicted.
+
+A miss is filled once per key (single flight): while one fetch asks the wrapped source for a key,
+every other fetch missing the same entry waits for that answer instead of asking again (200
+concurrent requests for one expired key make one store round trip; ``coalesced`` counts the
+rows that waited). Waiters share the answer whatever its statuses (a store that is down is asked
+once, not once per caller); if the fetch that owns a key is cancelled or raises (its node
+timed out), its waiters ask the store themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -141,6 +149,9 @@ class CachedSource:
         self.cache_errors = 0
         self.owns_source = owns_source  # False: a per-node cache in front of a shared source
         self._field_sets: dict[tuple[tuple[str, DataType], ...], str] = {}
+        # cache key -> the answer of the fetch now asking the store for it: (its batch, its row)
+        self._filling: dict[str, asyncio.Future[tuple[FeatureBatch, int] | None]] = {}
+        self.coalesced = 0  # missed rows answered by another fetch's round trip (single flight)
 
     def __repr__(self) -> str:
         return f"CachedSource({self.source!r}, ttl_s={self.ttl_s}, backend={self.backend!r})"
@@ -176,12 +187,77 @@ class CachedSource:
                 if value is not None:
                     builder.put(row, col, value, CACHED)
         if misses:
-            fetched = await self.source.fetch([keys[i] for i in misses], fields, max_age_s=max_age_s)
-            builder.take(misses, fetched)
-            pairs = _cacheable(fetched, fields, [cache_keys[i] for i in misses])
+            await self._fill(builder, misses, keys, cache_keys, fields, max_age_s)
+        return builder.build()
+
+    async def _fill(
+        self,
+        builder: BatchBuilder,
+        misses: list[int],
+        keys: Sequence[str],
+        cache_keys: list[str],
+        fields: Sequence[FeatureField],
+        max_age_s: float | None,
+    ) -> None:
+        """Fetch the missed rows, once per key across every concurrent fetch (single flight)."""
+        filling = self._filling
+        mine: list[int] = []
+        waits: list[tuple[int, asyncio.Future[tuple[FeatureBatch, int] | None]]] = []
+        for row in misses:
+            pending = filling.get(cache_keys[row])
+            if pending is None:
+                mine.append(row)
+            else:
+                waits.append((row, pending))
+        if mine:
+            await self._fetch_own(builder, mine, keys, cache_keys, fields, max_age_s)
+        if not waits:
+            return
+        again: list[int] = []
+        for row, pending in waits:
+            answer = await asyncio.shield(pending)  # our own deadline may cancel us, never the owner
+            if answer is None:  # the owner gave up: ask ourselves
+                again.append(row)
+                continue
+            batch, source_row = answer
+            builder.take([row], batch, [source_row])
+            self.coalesced += 1
+        if again:
+            await self._fetch_own(builder, again, keys, cache_keys, fields, max_age_s)
+
+    async def _fetch_own(
+        self,
+        builder: BatchBuilder,
+        rows: list[int],
+        keys: Sequence[str],
+        cache_keys: list[str],
+        fields: Sequence[FeatureField],
+        max_age_s: float | None,
+    ) -> None:
+        """Ask the wrapped source for ``rows``, letting other fetches of the same keys wait on us."""
+        loop = asyncio.get_running_loop()
+        owned: dict[str, asyncio.Future[tuple[FeatureBatch, int] | None]] = {}
+        for row in rows:
+            key = cache_keys[row]
+            if key not in owned and key not in self._filling:
+                owned[key] = self._filling[key] = loop.create_future()
+        fetched: FeatureBatch | None = None
+        try:
+            fetched = await self.source.fetch([keys[i] for i in rows], fields, max_age_s=max_age_s)
+            builder.take(rows, fetched)
+            for index, row in enumerate(rows):
+                future = owned.get(cache_keys[row])
+                if future is not None and not future.done():
+                    future.set_result((fetched, index))
+            pairs = _cacheable(fetched, fields, [cache_keys[i] for i in rows])
             if pairs:
                 await self._cache_call(self._cache.multi_set(pairs, ttl=self.ttl_s))
-        return builder.build()
+        finally:
+            for key, future in owned.items():
+                if not future.done():
+                    future.set_result(None)  # failed or cancelled: each waiter fetches for itself
+                if self._filling.get(key) is future:
+                    del self._filling[key]
 
     async def _cache_call(self, call: Awaitable[_T]) -> _T | None:
         """A cache operation; a cache that is down degrades to the wrapped source (counted), never fails."""

@@ -30,8 +30,17 @@ import httpx
 import numpy as np
 from opentelemetry import propagate
 
-from adapters.base import FAILED, MISSING, PRESENT, STALE, BatchBuilder, check_fields, is_stale, key_text
-from engine.errors import DependencyUnavailable
+from adapters.base import (
+    FAILED,
+    MISSING,
+    PRESENT,
+    STALE,
+    BatchBuilder,
+    check_fields,
+    is_stale,
+    key_text,
+    unavailable,
+)
 from engine.interfaces import FeatureBatch, FeatureField
 from engine.tensors import DataType
 
@@ -104,18 +113,22 @@ class HttpSource:
             response = await self._client.post(
                 self.url, json=self.request_body(keys, fields), headers=trace_headers or None
             )
+        except httpx.TimeoutException as exc:
+            raise unavailable(self.name, "HTTP store timed out", exc) from exc
+        except (httpx.ConnectError, httpx.NetworkError) as exc:
+            raise unavailable(self.name, "HTTP store unreachable", exc) from exc
         except httpx.HTTPError as exc:
-            raise DependencyUnavailable(f"feature source '{self.name}': {type(exc).__name__}: {exc}") from exc
+            raise unavailable(self.name, "HTTP request failed", exc) from exc
         if response.status_code >= 300:
-            raise DependencyUnavailable(
-                f"feature source '{self.name}': HTTP {response.status_code}: {response.text[:200]}"
+            raise unavailable(
+                self.name, f"store answered HTTP {response.status_code}", detail=response.text[:200]
             )
         try:
             body = response.json()
             names = body["metadata"]["feature_names"]
             results = body["results"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise DependencyUnavailable(f"feature source '{self.name}': malformed response") from exc
+            raise unavailable(self.name, "malformed response", exc) from exc
         columns = {_bare(str(n), self.feature_view): r for n, r in zip(names, results, strict=False)}
         for col, f in enumerate(fields):
             result = columns.get(f.name)

@@ -17,8 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import asyncpg
 
-from adapters.base import STALE, BatchBuilder, check_fields, is_stale, key_text
-from engine.errors import DependencyUnavailable
+from adapters.base import STALE, BatchBuilder, check_fields, is_stale, key_text, unavailable
 from engine.interfaces import FeatureBatch, FeatureField
 from engine.tensors import DataType
 
@@ -157,13 +156,13 @@ class PostgresSource:
                 return records
             except _CONNECTION_ERRORS as exc:
                 if attempt == 2 or self._pool is None:
-                    raise DependencyUnavailable(
-                        f"feature source '{self.name}': postgres unreachable: {exc}"
-                    ) from exc
+                    raise unavailable(self.name, "postgres unreachable", exc) from exc
             except TimeoutError as exc:
-                raise DependencyUnavailable(f"feature source '{self.name}': postgres timed out") from exc
+                raise unavailable(self.name, "postgres timed out", exc) from exc
             except asyncpg.PostgresError as exc:  # undefined table/column, permissions: the config is wrong
-                raise DependencyUnavailable(f"feature source '{self.name}': query failed: {exc}") from exc
+                raise unavailable(
+                    self.name, "query failed (table, columns or permissions do not match the config)", exc
+                ) from exc
         raise AssertionError("unreachable")
 
     def _key_values(self, texts: list[str]) -> list[str] | list[int]:

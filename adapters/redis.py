@@ -20,8 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from adapters.base import FAILED, STALE, BatchBuilder, check_fields, is_stale, key_text
-from engine.errors import DependencyUnavailable
+from adapters.base import FAILED, STALE, BatchBuilder, check_fields, is_stale, key_text, unavailable
 from engine.interfaces import FeatureBatch, FeatureField
 from engine.tensors import DataType
 
@@ -117,15 +116,13 @@ class RedisSource:
                         pipe.hmget(h, names)
                     return await pipe.execute(raise_on_error=False)
             except RedisTimeoutError as exc:
-                raise DependencyUnavailable(f"feature source '{self.name}': redis timed out: {exc}") from exc
+                raise unavailable(self.name, "redis timed out", exc) from exc
             except RedisConnectionError as exc:
                 # A connection the server dropped (restart, CLIENT KILL) fails once; a new one is dialled.
                 if attempt == 2:
-                    raise DependencyUnavailable(
-                        f"feature source '{self.name}': redis unreachable: {exc}"
-                    ) from exc
+                    raise unavailable(self.name, "redis unreachable", exc) from exc
             except (RedisError, OSError) as exc:
-                raise DependencyUnavailable(f"feature source '{self.name}': redis failed: {exc}") from exc
+                raise unavailable(self.name, "redis failed", exc) from exc
         raise AssertionError("unreachable")
 
     async def close(self) -> None:

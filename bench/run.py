@@ -14,6 +14,8 @@ sampled after each measurement, i.e. in steady state.
 Last, ``bench.features`` compares a ``features`` node's cost per request with a bare redis-py
 pipeline doing the same read (needs the Redis on 127.0.0.1:6379, as the tests do).
 
+The flood scenarios (``bench/flood.py``) check that a 16x flood is shed early enough.
+
 Environment: BENCH_SECONDS (per measurement, default 5), BENCH_ONLY (comma-separated
 scenario names; ``features`` for that part), BENCH_CONCURRENCY (default "1,16").
 """
@@ -37,7 +39,7 @@ import grpc
 import numpy as np
 import yaml
 
-from bench import batching, shadows
+from bench import batching, flood, shadows
 from engine.protocol.generated.inference import grpc_service_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,6 +255,7 @@ def scenarios(graphs: Path, port: int, log_dir: Path | None = None, stalled_url:
             concurrency=(max(CONCURRENCY),),
         ),
         *shadows.scenarios(Scenario, engine, _request, fraud),
+        *flood.scenarios(Scenario, engine, _request, x, _free_port()),
         Scenario(
             "engine-quickstart",
             engine,
@@ -407,6 +410,7 @@ def report(rows: list[dict]) -> str:
         )
     lines += batching.report_lines(rows)
     lines += shadows.report_lines(rows)
+    lines += flood.report_lines(rows)
     return "\n".join(lines)
 
 

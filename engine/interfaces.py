@@ -152,6 +152,7 @@ class NodeEvent:
     batch_size: int = 0  # batching model nodes: rows of the batch this request's rows ran in
     feature_status: dict[str, np.ndarray] | None = None  # features nodes: field -> FeatureStatus per row
     source: str | None = None  # features nodes: the source read
+    redacted: tuple[str, ...] = ()  # explain: tensors (input or output names) withheld by the policy
 
 
 class Observer(Protocol):

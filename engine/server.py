@@ -161,8 +161,11 @@ class EngineServer:
         )
         self.http_port = 0
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None  # --health-port
+        self.health_port = 0
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._abandon = asyncio.Event()  # a second stop signal: end the drain now
         self._reloading: asyncio.Future[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._counter: asyncio.Task[None] | None = None  # drift counting, off the response path
@@ -184,7 +187,14 @@ class EngineServer:
             # on a closing connection get the grace period to finish.
             options.append(("grpc.max_connection_age_ms", int(self.settings.max_connection_age_s * 1000)))
             options.append(("grpc.max_connection_age_grace_ms", int(self.settings.grace_s * 1000)))
-        server = grpc.aio.server(options=options)
+        pending = self.settings.max_pending_rpcs
+        if pending > 0:  # gRPC's C core refuses calls beyond it while they wait to be picked up
+            options.append(("grpc.server.max_pending_requests", pending))
+            options.append(("grpc.server.max_pending_requests_hard_limit", pending))
+        limit = self.settings.max_concurrent_rpcs
+        # With a limit, grpc refuses calls beyond it (RESOURCE_EXHAUSTED) as they arrive, before
+        # any handler runs or a request is read: the queue of a flood forms nowhere in this process.
+        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=limit if limit > 0 else None)
         server.add_generic_rpc_handlers(
             (
                 InferenceService(self.core, self.admin, self.grpc_options).handler(),
@@ -229,6 +239,8 @@ class EngineServer:
             )
             self.http_port = await self.http.start(host, self.settings.http_port, tls)
             log.info("HTTP/REST on %s://%s:%d/v2", "https" if tls else "http", host, self.http_port)
+        if self.settings.health_port >= 0:
+            await self._start_health_listener()
         if self.metrics is not None:
             host = self.settings.metrics_host or self.settings.host
             self.metrics_port = self.metrics.start(host, self.settings.metrics_port)
@@ -264,6 +276,18 @@ class EngineServer:
         )
         return self.port
 
+    async def _start_health_listener(self) -> None:
+        """grpc.health.v1 alone, in plaintext, on its own port (probes under mutual TLS or a flood)."""
+        listener = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, listener)
+        address = f"{self.settings.host}:{self.settings.health_port}"
+        self.health_port = listener.add_insecure_port(address)
+        if self.health_port == 0:
+            raise OSError(f"could not bind the health listener on {address}")
+        await listener.start()
+        self._health_server = listener
+        log.info("health (grpc.health.v1 only) on %s:%d", self.settings.host, self.health_port)
+
     def _set_health(self, name: str, ready: bool) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -293,7 +317,7 @@ class EngineServer:
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_delay_s > 0:  # load balancers see NOT_SERVING; calls still served
             log.info("health NOT_SERVING; serving for %.1fs more", self.settings.drain_delay_s)
-            await asyncio.sleep(self.settings.drain_delay_s)
+            await self._pause(self.settings.drain_delay_s)
         self.state.begin_drain()  # open streams end once their in-flight messages are answered
         log.info("draining: %d call(s) in flight, grace %.1fs", self.state.in_flight, grace)
         # Keep accepting while in-flight calls finish, so a call arriving meanwhile gets a clean,
@@ -301,31 +325,71 @@ class EngineServer:
         # shutdown; then stop the server with whatever grace is left.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while self.state.in_flight and loop.time() < deadline:  # noqa: ASYNC110 - a plain counter
+        abandon = self._abandon
+        while self.state.in_flight and loop.time() < deadline and not abandon.is_set():  # noqa: ASYNC110
             await asyncio.sleep(DRAIN_POLL_S)
         # Then keep refusing cleanly until calls stop arriving: one that raced grpc's own
         # shutdown would be CANCELLED (not retryable by most clients) instead of UNAVAILABLE.
-        while time.monotonic() - self.state.last_arrival < DRAIN_QUIET_S and loop.time() < deadline:  # noqa: ASYNC110
+        while (  # noqa: ASYNC110
+            time.monotonic() - self.state.last_arrival < DRAIN_QUIET_S
+            and loop.time() < deadline
+            and not abandon.is_set()
+        ):
             await asyncio.sleep(DRAIN_POLL_S)
-        left = max(0.0, deadline - loop.time())
+        left = 0.0 if abandon.is_set() else max(0.0, deadline - loop.time())
         if self.http is not None:
-            await asyncio.gather(self._server.stop(left), self.http.stop(left))
+            await asyncio.gather(self._stop_grpc(left), self.http.stop(left))
         else:
-            await self._server.stop(left)
+            await self._stop_grpc(left)
+        if abandon.is_set():
+            deadline = loop.time()  # nothing more is waited for than the minimum below
+        if self._health_server is not None:  # probes saw NOT_SERVING throughout the drain
+            await self._health_server.stop(0)
         # In-flight shadows get what is left of the grace; the rest are cancelled (and counted).
         await self.shadows.drain(max(0.0, deadline - loop.time()))
         self.runtimes.close()
         await self.features.close()
+        least = 0.1 if abandon.is_set() else 0.5
         if self.recorder is not None:  # records that waited for their shadows
-            await self.recorder.flush(max(0.5, deadline - loop.time()))
+            await self.recorder.flush(max(least, deadline - loop.time()))
         if self.request_log is not None:  # flush what is queued within what is left of the grace
-            await self.request_log.close(timeout=max(1.0, deadline - loop.time()))
+            await self.request_log.close(timeout=max(2 * least, deadline - loop.time()))
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()  # flushes spans still queued for export
         if self.metrics is not None:
             self.metrics.stop()
         log.info("stopped")
         self._stopped.set()
+
+    def abandon(self) -> None:
+        """End a drain at once (a second SIGTERM/SIGINT): calls still in flight are cancelled, and
+        counted in the log. Before a stop began it does nothing."""
+        if not self._stopping or self._abandon.is_set():
+            return
+        log.warning(
+            "second stop signal: ending the drain now; abandoning %d call(s) in flight and %d shadow(s)",
+            self.state.in_flight,
+            self.shadows.in_flight + self.shadows.queued,
+        )
+        self._abandon.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the drain is abandoned meanwhile."""
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._abandon.wait(), seconds)
+
+    async def _stop_grpc(self, grace: float) -> None:
+        """Stop the gRPC server within ``grace``, cancelling its calls at once if abandoned meanwhile."""
+        assert self._server is not None
+        stopping = asyncio.ensure_future(self._server.stop(grace))
+        abandoned = asyncio.ensure_future(self._abandon.wait())
+        try:
+            await asyncio.wait({stopping, abandoned}, return_when=asyncio.FIRST_COMPLETED)
+            if not stopping.done():
+                await self._server.stop(0)  # cancels every call still running
+            await stopping
+        finally:
+            abandoned.cancel()
 
     def request_reload(self) -> None:
         """Re-read every graph folder soon (SIGHUP, the reload interval); never raises."""
@@ -467,13 +531,20 @@ def _registered_files() -> set[str]:
 
 
 async def serve(settings: ServeSettings) -> None:
-    """Run until SIGTERM or SIGINT, then drain and return. SIGHUP reloads every graph."""
+    """Run until SIGTERM or SIGINT, then drain and return; a second SIGTERM/SIGINT ends the drain
+    at once. SIGHUP reloads every graph."""
     server = EngineServer(settings)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
+
+    def on_stop_signal() -> None:  # the first starts the drain; a second one ends it at once
+        if stop_requested.is_set():
+            server.abandon()
+        stop_requested.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop_requested.set)
+            loop.add_signal_handler(sig, on_stop_signal)
     with suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGHUP, server.request_reload)
     await server.start()

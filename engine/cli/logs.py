@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.observability.log_reader import ReadStats, log_files, parse_lines, read_records
+from engine.observability.log_reader import LogReadError, ReadStats, log_files, parse_lines, read_records
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -56,7 +56,7 @@ def _tail(args: argparse.Namespace) -> int:
     stats = ReadStats()
     try:
         last = deque(read_records(args.path, stats), maxlen=max(args.n, 0))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, LogReadError) as exc:
         return _fail(str(exc))
     for record in last:
         _print_json(record)
@@ -77,6 +77,12 @@ def _follow(root: Path, interval_s: float = 0.5) -> None:
         time.sleep(interval_s)
         for file in log_files(root):
             stem = _stem(file)
+            if file.name.endswith(".parquet"):  # a Parquet file is whole when it appears
+                if stem not in offsets:
+                    offsets[stem] = -1
+                    for record in read_records(file, stats):
+                        _print_json(record)
+                continue
             if file.name.endswith(".gz"):
                 if stem in offsets:
                     continue  # a file we followed, now rotated and compressed
@@ -119,7 +125,7 @@ def _query(args: argparse.Namespace) -> int:
                 _print_json(record)
             else:
                 print(_summary(record))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, LogReadError) as exc:
         return _fail(str(exc))
     _report(stats, f"{matched} matched")
     return 0

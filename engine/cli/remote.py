@@ -42,6 +42,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             help="an input as JSON, e.g. amount=[[1200.0]]; repeat per input",
         )
         cmd.add_argument("--version", default="")
+        if name == "explain":
+            cmd.add_argument(
+                "--show-redacted",
+                action="store_true",
+                help="also show the tensors the graph's logging policy redacts or hashes (admin token)",
+            )
         add_connection_arguments(cmd)
         cmd.set_defaults(run=runner)
     for name, helptext, runner in (
@@ -121,7 +127,7 @@ def _explain(args: argparse.Namespace) -> int:
 
     client = connect(args)
     request = client.build_request(args.graph, _parse_inputs(args.input), args.version)
-    explained = client.explain(request)
+    explained = client.explain(request, show_redacted=args.show_redacted)
     took = tables.duration(explained.total_ns)
     print(f"graph {explained.graph} version {explained.version}: {took} in the executor\n")
     rows = [
@@ -134,6 +140,7 @@ def _explain(args: argparse.Namespace) -> int:
             outputs={
                 t.name: decode_outputs(pb.ModelInferResponse(outputs=[t]))[t.name] for t in node.outputs
             },
+            redacted=tuple(n.split(".", 1)[-1] for n in node.redacted if n.startswith(f"{node.name}.")),
             branch_rows=dict(node.branch_rows),
             feature_status=dict(node.feature_status),
             error=node.error,

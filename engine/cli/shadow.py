@@ -77,7 +77,7 @@ def _print(report: Any, fmt: str) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     if args.source is not None:
-        from engine.observability.log_reader import ReadStats, read_records
+        from engine.observability.log_reader import LogReadError, ReadStats, read_records
         from engine.shadow.offline import OfflineStats, report_from_records
 
         stats, read = OfflineStats(), ReadStats()
@@ -85,6 +85,9 @@ def _report(args: argparse.Namespace) -> int:
             report = report_from_records(read_records(args.source, read), graph=args.graph, stats=stats)
         except FileNotFoundError as exc:
             print(f"engine shadow report: no request log at {exc}", file=sys.stderr)
+            return 2
+        except LogReadError as exc:
+            print(f"engine shadow report: {exc}", file=sys.stderr)
             return 2
         _print(report, args.format)
         print(
@@ -169,7 +172,7 @@ def _replay(args: argparse.Namespace) -> int:
     from engine.errors import GraphInvalid
     from engine.execution import PlanRunner
     from engine.graph import load_graph
-    from engine.observability.log_reader import read_records
+    from engine.observability.log_reader import LogReadError, read_records
     from engine.runtimes.onnx import OnnxRuntimeFactory
     from engine.shadow.offline import OfflineStats, replay
     from engine.shadow.rules import parse_rules
@@ -227,6 +230,9 @@ def _replay(args: argparse.Namespace) -> int:
         )
     except FileNotFoundError as exc:
         print(f"engine shadow replay: no request log at {exc}", file=sys.stderr)
+        return 2
+    except LogReadError as exc:
+        print(f"engine shadow replay: {exc}", file=sys.stderr)
         return 2
     finally:
         candidate.close()

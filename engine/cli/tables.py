@@ -29,6 +29,7 @@ class NodeRow:
     branch_rows: Mapping[str, int] = field(default_factory=dict)
     feature_status: Mapping[str, str] = field(default_factory=dict)  # output -> "present,missing"
     error: str = ""
+    redacted: tuple[str, ...] = ()  # outputs the graph's logging policy hides (shown as <redacted>)
 
 
 def duration(ns: float) -> str:
@@ -106,6 +107,7 @@ def node_table(rows: Sequence[NodeRow]) -> str:
             status = row.feature_status.get(name)
             why = f" ({status})" if status else ""  # a features node: where the values came from
             shown.append(f"{name}={tensor_text(values)}{why}")
+        shown.extend(f"{name}=<redacted>" for name in row.redacted)
         if row.error:
             shown.append(f"ERROR {row.error}")
         cells.append(

@@ -81,6 +81,24 @@ class ServeSettings:
     max_queue_wait_s: float = setting(
         0.5, "longest wait for a slot before RESOURCE_EXHAUSTED", flag="--max-queue-wait"
     )
+    max_concurrent_rpcs: int = setting(
+        0,
+        "gRPC calls of any kind the main port takes at once; beyond it gRPC itself answers "
+        "RESOURCE_EXHAUSTED before a request is read, so a flood queues nowhere (set it to about "
+        "max_concurrency + max_queue, with --health-port so probes never wait behind it); 0 = off",
+    )
+    max_pending_rpcs: int = setting(
+        0,
+        "calls gRPC may hold before the server picks them up; beyond it gRPC answers RESOURCE_EXHAUSTED "
+        "at once, in its C core, without the request being read or the event loop woken (a flood "
+        "queues there, unseen by admission, when calls are cheap); 0 = gRPC's default (1000)",
+    )
+    health_port: int = setting(
+        -1,
+        "a second, plaintext listener serving only grpc.health.v1, for Kubernetes gRPC probes that "
+        "cannot present a client certificate (mutual TLS) or must not queue behind a flood; "
+        "0 picks a free port, -1 = off",
+    )
     tls_cert: str = setting("", "PEM certificate chain: serve TLS")
     tls_key: str = setting("", "PEM private key for the TLS certificate")
     tls_client_ca: str = setting("", "PEM CA bundle: require client certificates (mutual TLS)")

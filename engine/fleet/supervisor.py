@@ -106,7 +106,7 @@ class Supervisor:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self._on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         channel = await asyncio.start_unix_server(self._accept, path=str(self.socket_path))
         if self.metrics_ports:
@@ -135,6 +135,18 @@ class Supervisor:
         for task in list(self._tasks):
             task.cancel()
         return 0
+
+    def _on_stop_signal(self) -> None:
+        """The first SIGTERM/SIGINT drains the fleet; a second one is passed on to every worker,
+        which then ends its drain at once."""
+        if not self._stop.is_set():
+            self._stop.set()
+            return
+        log.warning("second stop signal: the workers end their drains now")
+        for worker in self.workers:
+            if worker.process is not None and worker.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(signal.SIGTERM)
 
     async def _spawn(self, worker: _Worker) -> None:
         env = {

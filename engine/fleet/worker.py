@@ -108,7 +108,13 @@ async def _main() -> int:
     listening = asyncio.ensure_future(link.serve(server.operations.run))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    def on_stop_signal() -> None:  # the supervisor forwards a second signal: end the drain at once
+        if stop.is_set():
+            server.abandon()
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, on_stop_signal)
     loop.add_signal_handler(signal.SIGINT, lambda: None)
     loop.add_signal_handler(signal.SIGHUP, server.request_reload)
     await server.start(unloaded=[str(n) for n in welcome.get("unloaded", ())])

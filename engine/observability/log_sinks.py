@@ -14,6 +14,13 @@ in time. A file is rotated when the next batch would pass ``rotate_bytes`` or
 it is older than ``rotate_interval_s`` (checked when writing); rotated files
 are gzipped (``NAME.jsonl.gz``) when ``gzip`` is true.
 
+Before each batch the open file's inode is compared with what its name now points at: a file
+that logrotate moved away or someone deleted (the directory too) is let go and a new one is
+created (the directory with it), so records are never written where nobody will look and
+``written`` counts what is on disk under the directory. The directory must be writable at
+start (``check_writable``, also used by the Parquet sink): an unwritable one fails the start-up
+instead of showing up later as ``failed`` counts.
+
 ``fsync``: ``none`` (the OS decides), ``batch`` (``fdatasync`` after every
 batch; default) or ``always`` (files opened ``O_DSYNC`` and the directory
 synced when a file is created or rotated).
@@ -46,6 +53,15 @@ def file_time(time_ns: int) -> str:
     return datetime.fromtimestamp(time_ns // 1000 / 1e6, UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
+def check_writable(directory: Path) -> None:
+    """Create ``directory`` if needed and prove a file can be made in it; ``OSError`` if not."""
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = directory / f".write-check-{os.getpid()}"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.close(fd)
+    probe.unlink()
+
+
 class JsonlSink:
     """Rotating JSON Lines files in ``directory`` (see the module docstring)."""
 
@@ -69,7 +85,7 @@ class JsonlSink:
         if rotate_bytes < 1 or rotate_interval_s <= 0:
             raise ValueError("request log: rotate_bytes and rotate_interval_s must be positive")
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        check_writable(self.directory)
         self.file_pattern = file_pattern
         self.rotate_bytes = rotate_bytes
         self.rotate_interval_s = rotate_interval_s
@@ -81,6 +97,7 @@ class JsonlSink:
         self._size = 0
         self._opened = 0.0
         self._last_name = ""
+        self.reopened = 0  # files let go because their name no longer led to them (moved, deleted)
 
     @property
     def path(self) -> Path | None:
@@ -109,6 +126,9 @@ class JsonlSink:
         self._rotate()
 
     def _write(self, data: bytes) -> None:
+        if self._fd is not None and self._moved():
+            self._abandon()  # rotated away or deleted: the next line goes to a new file
+            self.reopened += 1
         if (
             self._fd is not None
             and self._size > 0
@@ -141,6 +161,7 @@ class JsonlSink:
             stamp += 1000
             name = self.file_pattern.format(time=file_time(stamp), pid=os.getpid())
         flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | (os.O_DSYNC if self.fsync == "always" else 0)
+        self.directory.mkdir(parents=True, exist_ok=True)  # deleted under us: made again
         path = self.directory / name
         fd = os.open(path, flags, 0o644)
         size = os.fstat(fd).st_size
@@ -156,6 +177,18 @@ class JsonlSink:
             name,
         )
         return fd
+
+    def _moved(self) -> bool:
+        """Whether the open file's name no longer leads to it (renamed, deleted, directory gone)."""
+        assert self._fd is not None and self._path is not None
+        try:
+            named = os.stat(self._path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False  # cannot tell: keep writing where we are
+        mine = os.fstat(self._fd)
+        return (named.st_ino, named.st_dev) != (mine.st_ino, mine.st_dev)
 
     def _abandon(self) -> None:
         fd, self._fd, self._path = self._fd, None, None

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine.observability.log_sinks import file_time
+from engine.observability.log_sinks import check_writable, file_time
 
 TEXT_COLUMNS = ("schema", "id", "trace_id", "graph", "version", "status", "error", "sampled_because")
 JSON_COLUMNS = ("models", "inputs", "nodes", "branches", "outputs", "features", "shadow")
@@ -63,6 +63,25 @@ def write_parquet(records: Iterable[Mapping[str, Any]], path: str | Path, compre
     return int(table.num_rows)
 
 
+def read_parquet(path: str | Path) -> list[dict[str, Any]]:
+    """The records of one Parquet file the sink (or ``engine logs to-parquet``) wrote, in the shape
+    a JSON Lines reader gets them: JSON columns parsed, ``time`` as RFC 3339 text."""
+    pa = require_pyarrow()
+    table = pa.parquet.read_table(path)
+    records = []
+    for row in table.to_pylist():
+        record: dict[str, Any] = {}
+        for key, value in row.items():
+            if key in JSON_COLUMNS:
+                record[key] = None if value is None else json.loads(value)
+            elif key == "time" and isinstance(value, datetime):
+                record[key] = value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            else:
+                record[key] = value
+        records.append(record)
+    return records
+
+
 class ParquetSink:
     """One Parquet file per batch in ``directory``."""
 
@@ -79,7 +98,7 @@ class ParquetSink:
                 f"request log: file_pattern {file_pattern!r} must contain {{time}} and end in .parquet"
             )
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        check_writable(self.directory)
         self.file_pattern = file_pattern
         self.compression = compression
         self._last = ""
@@ -91,6 +110,7 @@ class ParquetSink:
             stamp += 1000
             name = self.file_pattern.format(time=file_time(stamp), pid=os.getpid())
         self._last = name
+        self.directory.mkdir(parents=True, exist_ok=True)  # deleted under us: made again
         write_parquet(records, self.directory / name, self.compression)
 
     def close(self) -> None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import urllib.request
 from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+
+from engine.observability.metrics import serve_registry
 
 SCRAPE_TIMEOUT_S = 2.0
 
@@ -58,5 +60,5 @@ def serve_merged(host: str, port: int, worker_ports: Sequence[int]) -> int:
     """Start the merged endpoint on a daemon thread; returns the bound port."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WorkerMetrics(worker_ports))
-    httpd, _ = start_http_server(port, addr=host, registry=registry)
+    httpd, _ = serve_registry(host, port, registry)
     return httpd.server_address[1]

@@ -9,12 +9,15 @@ labels are bounded (graph, version, node, kind, status code), never request ids.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from wsgiref.simple_server import WSGIServer
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -192,6 +195,38 @@ class EngineCollector(Collector):
         yield from snap.extra
 
 
+STOP_POLL_S = 0.02
+"""How often the serving thread looks for a stop request: ``stop`` (on the event loop) waits at most
+this long. prometheus_client's ``start_http_server`` polls every 0.5 s, which held every shutdown
+(and the event loop) up to half a second per metrics endpoint."""
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _IPv6Server(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
+
+
+def serve_registry(host: str, port: int, registry: CollectorRegistry) -> tuple[WSGIServer, threading.Thread]:
+    """``registry`` as ``/metrics`` over HTTP on a daemon thread that stops promptly."""
+    server_class: type[_ThreadingWSGIServer] = _IPv6Server if ":" in host else _ThreadingWSGIServer
+    httpd: WSGIServer = make_server(
+        host, port, make_wsgi_app(registry), server_class, handler_class=_QuietHandler
+    )
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": STOP_POLL_S}, name="metrics", daemon=True
+    )
+    thread.start()
+    return httpd, thread
+
+
 class MetricsServer:
     """``/metrics`` over HTTP on its own thread, from a private registry."""
 
@@ -206,7 +241,7 @@ class MetricsServer:
         self.port = 0
 
     def start(self, host: str, port: int) -> int:
-        httpd, thread = start_http_server(port, addr=host, registry=self.registry)
+        httpd, thread = serve_registry(host, port, self.registry)
         self._httpd, self._thread = httpd, thread
         self.port = httpd.server_address[1]
         return self.port

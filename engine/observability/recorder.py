@@ -7,6 +7,7 @@ protocol edge, which only knows the kernel's ``RequestRecorder`` protocol.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -29,7 +30,6 @@ class Recorder:
         self.request_log = request_log
         self.hash_key = hash_key
         self.shadow_wait_s = shadow_wait_s
-        self.build_errors = 0
         self._waiting: set[asyncio.Task[None]] = set()  # records waiting for their shadows
 
     def observer(self, forward: Observer | None) -> NodeEventLog:
@@ -73,11 +73,6 @@ class Recorder:
             await asyncio.wait(set(self._waiting), timeout=timeout_s)
 
     def _build_and_submit(self, fields: dict[str, Any]) -> None:
-        try:
-            record = build_record(**fields)
-        except Exception:  # a record we cannot build is counted, never raised into serving
-            self.build_errors += 1
-            self.request_log.failed += 1
-            log.exception("could not build a request-log record for graph %s", fields.get("graph"))
-            return
-        self.request_log.submit(record)
+        """Queue the record; it is built on the sink thread (arrays to JSON-ready lists are not
+        event-loop work: a 50 MB tensor once stalled the loop for half a second)."""
+        self.request_log.submit(functools.partial(build_record, **fields))

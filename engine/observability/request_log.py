@@ -45,6 +45,8 @@ __all__ = [
 log = logging.getLogger("engine.request_log")
 T = TypeVar("T")
 Record = dict[str, Any]
+Deferred = Callable[[], Record]
+"""A record still to be built: built on the sink thread, never on the event loop (``submit``)."""
 
 
 class SinkWriteError(Exception):
@@ -154,8 +156,8 @@ class RequestLog:
         self.dropped = 0
         self.failed = 0
         self.last_error = ""
-        self._pending: deque[Record] = deque()
-        self._inflight: Sequence[Record] = ()
+        self._pending: deque[Record | Deferred] = deque()
+        self._inflight: Sequence[Record | Deferred] = ()
         self._running = False
         self._closing = False
         self._nonempty = asyncio.Event()
@@ -177,10 +179,12 @@ class RequestLog:
             "pending": self.pending,
         }
 
-    def submit(self, record: Record) -> bool:
+    def submit(self, record: Record | Deferred) -> bool:
         """Queue ``record``; False (and counted as dropped) when the queue is full or the log not running.
 
-        Call it from the event loop's thread. Never blocks, never raises.
+        ``record`` may be a function that builds it: it is then called on the sink thread, with
+        the batch, so building (arrays to JSON-ready lists) never runs on the event loop; one that
+        raises is counted as failed. Call it from the event loop's thread. Never blocks, never raises.
         """
         pending = self._pending
         if not self._running or len(pending) >= self.queue_size:
@@ -237,6 +241,27 @@ class RequestLog:
             log.warning("request log: closing the sink failed: %r", exc)
         self._thread.stop()
 
+    def _build_and_write(self, batch: Sequence[Record | Deferred]) -> None:
+        """On the sink thread: build the deferred records of ``batch``, then write them all."""
+        records: list[Record] = []
+        unbuilt = 0
+        for item in batch:
+            if not callable(item):
+                records.append(item)
+                continue
+            try:
+                records.append(item())
+            except Exception:  # a record we cannot build is counted, never raised into serving
+                unbuilt += 1
+                log.exception("request log: could not build a record")
+        try:
+            if records:
+                self.sink.write(records)
+        except SinkWriteError as exc:
+            raise SinkWriteError(str(exc), exc.failed + unbuilt) from exc
+        if unbuilt:
+            raise SinkWriteError(f"{unbuilt} records could not be built", unbuilt)
+
     async def _writer(self) -> None:
         assert self._thread is not None
         while True:
@@ -254,7 +279,7 @@ class RequestLog:
             batch = [self._pending.popleft() for _ in range(take)]
             self._inflight = batch
             try:
-                await self._thread.call(self.sink.write, batch)
+                await self._thread.call(self._build_and_write, batch)
             except asyncio.CancelledError:
                 raise  # close() counts the in-flight batch
             except Exception as exc:

@@ -34,6 +34,11 @@ from engine.tensors import DataType
 SCHEMA = "engine.request/1"
 HASH_KEY_ENV = "ENGINE_LOG_HASH_KEY"
 REDACTED: dict[str, Any] = {"redacted": True}
+MAX_ID_CHARS = 256
+"""A request id longer than this is cut to it in the record (ids are the caller's to choose)."""
+MAX_ELEMENT_BYTES = 1024
+"""A BYTES element longer than this keeps only its first this-many bytes in a record: a record's
+size is bounded by ``max_tensor_elements`` times this, not by what a caller sends."""
 
 
 class RecordPolicy(Protocol):
@@ -109,7 +114,7 @@ def build_record(
             nodes[event.node] = entry
     record: dict[str, Any] = {
         "schema": SCHEMA,
-        "id": request_id or uuid.uuid4().hex,
+        "id": (request_id or uuid.uuid4().hex)[:MAX_ID_CHARS],
         "trace_id": trace_id,
         "time": rfc3339(time.time_ns() if time_ns is None else time_ns),
         "graph": graph,
@@ -175,11 +180,26 @@ def tensor_json(array: np.ndarray, limit: int) -> dict[str, Any]:
     out: dict[str, Any] = {"datatype": datatype.value, "shape": list(array.shape)}
     view = array if array.size <= limit else array.reshape(-1)[:limit]
     data = view.tolist()
-    out["data"] = _text_tree(data) if datatype is DataType.BYTES else data
-    if view is not array:
+    cut = 0
+    if datatype is DataType.BYTES:
+        longest = max((len(v) for v in view.reshape(-1).tolist()), default=0)
+        if longest > MAX_ELEMENT_BYTES:
+            cut = longest
+            data = _clipped(data)
+        data = _text_tree(data)
+    out["data"] = data
+    if view is not array or cut:
         out["truncated"] = True
         out["elements"] = int(array.size)
+    if cut:
+        out["element_bytes"] = cut  # the longest element's real size
     return out
+
+
+def _clipped(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_clipped(v) for v in value]
+    return value[:MAX_ELEMENT_BYTES]
 
 
 def _datatype(array: np.ndarray) -> DataType:

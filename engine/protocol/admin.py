@@ -62,6 +62,7 @@ def _node_trace(event: NodeEvent, include_tensors: bool) -> epb.NodeTrace:
         trace.branch_rows[branch] = rows
     for name, statuses in (event.feature_status or {}).items():
         trace.feature_status[name] = ",".join(FEATURE_STATUS_NAMES[int(s)] for s in statuses.tolist())
+    trace.redacted.extend(event.redacted)
     return trace
 
 
@@ -151,7 +152,7 @@ class AdminService:
         call = GrpcInferCall(
             infer, context, self.options.limits, service=SERVICE, method="Explain", raw=False
         )
-        response, events = await self.core.explain(call)
+        response, events = await self.core.explain(call, reveal=request.show_redacted)
         return epb.ExplainResponse(
             graph=response.model_name,
             version=response.model_version,

@@ -90,11 +90,13 @@ class EngineClient:
         response = self._call("inference.GRPCInferenceService", "ModelInfer", request, pb.ModelInferResponse)
         return decode_outputs(response)
 
-    def explain(self, request: pb.ModelInferRequest, include_tensors: bool = True) -> epb.ExplainResponse:
+    def explain(
+        self, request: pb.ModelInferRequest, include_tensors: bool = True, show_redacted: bool = False
+    ) -> epb.ExplainResponse:
         return self._call(
             "engine.v1.Engine",
             "Explain",
-            epb.ExplainRequest(request=request, include_tensors=include_tensors),
+            epb.ExplainRequest(request=request, include_tensors=include_tensors, show_redacted=show_redacted),
             epb.ExplainResponse,
         )
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,6 +26,7 @@ import numpy as np
 from engine.errors import EngineError, Status, status_of
 from engine.execution.contracts import enforce
 from engine.graph.values.contracts import Violation
+from engine.graph.values.logging_policy import LoggingPolicy
 from engine.interfaces import EventLog, NodeEvent, Observer, RequestOutcome, RequestRecorder
 from engine.repository import GraphRepository, ServedGraph
 from engine.serving.call import InferCall, InferResult
@@ -39,12 +41,14 @@ R = TypeVar("R")
 
 
 class EventCollector:
-    """An observer that keeps every node event of one call (``explain``)."""
+    """An observer that keeps every node event of one call (``explain``), and the logging policy
+    of the version that served it (set by ``infer``), whose redactions ``explain`` applies."""
 
-    __slots__ = ("events",)
+    __slots__ = ("events", "policy")
 
     def __init__(self) -> None:
         self.events: list[NodeEvent] = []
+        self.policy: LoggingPolicy | None = None
 
     def on_node(self, event: NodeEvent) -> None:
         self.events.append(event)
@@ -92,13 +96,19 @@ class InferenceCore:
         except EngineError as exc:  # counted without a graph label: names are unbounded
             life.count_unrouted(status_of(exc).value)
             raise
+        if isinstance(observer, EventCollector):
+            observer.policy = served.policy
         admission = life.admission
         try:
             await admission.acquire(call.time_remaining())
-        except EngineError as exc:  # shed before any work: counted under its graph
-            served.stats.record_request(
-                ok=False, code=status_of(exc).value, total_ns=time.perf_counter_ns() - t0
-            )
+        except BaseException as exc:  # shed (or cancelled waiting) before any work: counted, recorded
+            status = status_of(exc)
+            took = time.perf_counter_ns() - t0
+            if isinstance(exc, EngineError):
+                served.stats.record_request(ok=False, code=status.value, total_ns=took)
+            if self.recorder is not None and served.policy.enabled:
+                error = str(exc) if isinstance(exc, EngineError) else type(exc).__name__
+                self._record(self.recorder, served, call, status, error, (), (), None, None, took, None)
             raise
         try:
             if self.tracing is None:
@@ -251,11 +261,35 @@ class InferenceCore:
             )
         )
 
-    async def explain(self, call: InferCall[R]) -> tuple[R, list[NodeEvent]]:
-        """Serve ``call`` like any other (counted, recorded) and also return every node's event."""
+    async def explain(self, call: InferCall[R], *, reveal: bool = False) -> tuple[R, list[NodeEvent]]:
+        """Serve ``call`` like any other (counted, recorded) and also return every node's event.
+
+        The graph's logging policy applies: a tensor it redacts or hashes (and every value
+        derived from one) is withheld from the events, named in ``NodeEvent.redacted``, unless
+        ``reveal`` (an admin's explicit ask)."""
         collector = EventCollector()
         response = await self.infer(call, collector)
-        return response, collector.events
+        policy = collector.policy
+        if reveal or policy is None or not (policy.redact or policy.hash):
+            return response, collector.events
+        return response, [_withheld(event, policy) for event in collector.events]
+
+
+def _withheld(event: NodeEvent, policy: LoggingPolicy) -> NodeEvent:
+    """``event`` without the tensors ``policy`` protects (by record path: ``inputs.x``, ``node.t``)."""
+    hidden = policy.redact | policy.hash
+
+    def protected(path: str) -> bool:
+        return path in hidden or f"{path.split('.', 1)[0]}.*" in hidden
+
+    inputs = {name: a for name, a in event.inputs.items() if not protected(name)}
+    outputs = {name: a for name, a in event.outputs.items() if not protected(f"{event.node}.{name}")}
+    if len(inputs) == len(event.inputs) and len(outputs) == len(event.outputs):
+        return event
+    withheld = tuple(n for n in event.inputs if n not in inputs) + tuple(
+        f"{event.node}.{n}" for n in event.outputs if n not in outputs
+    )
+    return replace(event, inputs=inputs, outputs=outputs, redacted=withheld)
 
 
 def _rows(outputs: Sequence[np.ndarray | None]) -> int:

@@ -156,15 +156,17 @@ class ValidateGraphResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("request", "include_tensors")
+    __slots__ = ("request", "include_tensors", "show_redacted")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TENSORS_FIELD_NUMBER: _ClassVar[int]
+    SHOW_REDACTED_FIELD_NUMBER: _ClassVar[int]
     request: _grpc_service_pb2.ModelInferRequest
     include_tensors: bool
-    def __init__(self, request: _Optional[_Union[_grpc_service_pb2.ModelInferRequest, _Mapping]] = ..., include_tensors: _Optional[bool] = ...) -> None: ...
+    show_redacted: bool
+    def __init__(self, request: _Optional[_Union[_grpc_service_pb2.ModelInferRequest, _Mapping]] = ..., include_tensors: _Optional[bool] = ..., show_redacted: _Optional[bool] = ...) -> None: ...
 
 class NodeTrace(_message.Message):
-    __slots__ = ("name", "kind", "start_ns", "duration_ns", "rows", "inputs", "outputs", "branch_rows", "error", "feature_status")
+    __slots__ = ("name", "kind", "start_ns", "duration_ns", "rows", "inputs", "outputs", "branch_rows", "error", "feature_status", "redacted")
     class BranchRowsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +191,7 @@ class NodeTrace(_message.Message):
     BRANCH_ROWS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     FEATURE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    REDACTED_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     start_ns: int
@@ -199,7 +202,8 @@ class NodeTrace(_message.Message):
     branch_rows: _containers.ScalarMap[str, int]
     error: str
     feature_status: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., start_ns: _Optional[int] = ..., duration_ns: _Optional[int] = ..., rows: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[_grpc_service_pb2.ModelInferResponse.InferOutputTensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[_grpc_service_pb2.ModelInferResponse.InferOutputTensor, _Mapping]]] = ..., branch_rows: _Optional[_Mapping[str, int]] = ..., error: _Optional[str] = ..., feature_status: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    redacted: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., start_ns: _Optional[int] = ..., duration_ns: _Optional[int] = ..., rows: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[_grpc_service_pb2.ModelInferResponse.InferOutputTensor, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[_grpc_service_pb2.ModelInferResponse.InferOutputTensor, _Mapping]]] = ..., branch_rows: _Optional[_Mapping[str, int]] = ..., error: _Optional[str] = ..., feature_status: _Optional[_Mapping[str, str]] = ..., redacted: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
     __slots__ = ("graph", "version", "total_ns", "nodes", "response")

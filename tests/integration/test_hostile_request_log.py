@@ -1,0 +1,159 @@
+"""The request log under an unlucky operator: logrotate moves the file, someone deletes the
+directory, the directory is unwritable. Records land where they can be read, or start-up fails."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+
+from engine import cli
+from tests.adapters.proxy import stalling_store
+from tests.integration.held_graph import held_inputs, held_repository
+from tests.server_thread import ServerThread
+
+
+@pytest.fixture
+def graphs(tmp_path: Path, example_graphs: Path) -> Path:
+    root = tmp_path / "graphs"
+    shutil.copytree(example_graphs / "quickstart", root / "quickstart")
+    graph = root / "quickstart" / "graph.yaml"
+    graph.write_text(graph.read_text() + "logging:\n  sample: 1.0\n")
+    return root
+
+
+@pytest.fixture
+def logged(graphs: Path, tmp_path: Path) -> Iterator[tuple[ServerThread, Path]]:
+    directory = tmp_path / "logs"
+    config = {"sink": "jsonl", "directory": str(directory), "flush_interval_s": 0.01}
+    with ServerThread(graphs, request_log=config) as server:
+        yield server, directory
+
+
+def _call(server: ServerThread, request_id: str) -> None:
+    client = triton.InferenceServerClient(server.url)
+    x = triton.InferInput("x", [1, 4], "FP32")
+    x.set_data_from_numpy(np.zeros((1, 4), np.float32))
+    client.infer("quickstart", [x], request_id=request_id)
+    client.close()
+
+
+def _written(server: ServerThread, count: int) -> None:
+    assert server.server is not None and server.server.request_log is not None
+    deadline = time.monotonic() + 10
+    while server.server.request_log.counters().get("written", 0) < count:
+        assert time.monotonic() < deadline, server.server.request_log.counters()
+        time.sleep(0.01)
+
+
+def _ids(files: list[Path]) -> list[str]:
+    return [json.loads(line)["id"] for f in files for line in f.read_text().splitlines()]
+
+
+def test_a_rotated_away_file_is_let_go_and_a_deleted_directory_made_again(
+    logged: tuple[ServerThread, Path],
+) -> None:
+    server, directory = logged
+    _call(server, "first")
+    _written(server, 1)
+    (current,) = directory.glob("*.jsonl")
+    moved = current.with_name(current.name + ".1")
+    current.rename(moved)  # what logrotate does (without copytruncate)
+    _call(server, "second")
+    _written(server, 2)
+    assert _ids([moved]) == ["first"]
+    assert _ids(sorted(directory.glob("*.jsonl"))) == ["second"]
+    shutil.rmtree(directory)
+    _call(server, "third")
+    _written(server, 3)
+    assert _ids(sorted(directory.glob("*.jsonl"))) == ["third"]  # "written" means on disk
+
+
+def test_an_unwritable_directory_fails_the_start(graphs: Path) -> None:
+    unwritable = Path("/sys/kernel")  # exists, and not even root may create a file in it
+    if not unwritable.is_dir():
+        pytest.skip("no /sys/kernel on this machine")
+    server = ServerThread(graphs, request_log={"sink": "jsonl", "directory": str(unwritable)})
+    try:
+        with pytest.raises(ValueError, match=r"request_log: sink jsonl: .*Permission denied"):
+            server.start()
+    finally:
+        server.stop()
+
+
+def test_the_log_readers_read_the_parquet_sink_and_fail_loudly_on_what_they_cannot_read(
+    graphs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "parquet-logs"
+    config = {"sink": "parquet", "directory": str(directory), "flush_interval_s": 0.01}
+    with ServerThread(graphs, request_log=config) as server:
+        for request_id in ("p1", "p2", "p3"):
+            _call(server, request_id)
+        _written(server, 3)
+    capsys.readouterr()
+    assert cli.main(["logs", "query", str(directory), "--json"]) == 0
+    out = capsys.readouterr()
+    assert sorted(json.loads(line)["id"] for line in out.out.splitlines()) == ["p1", "p2", "p3"]
+    assert "3 records" in out.err
+    assert cli.main(["logs", "tail", str(directory), "-n", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["graph"] == "quickstart"
+    assert cli.main(["shadow", "report", "--from", str(directory)]) == 0
+    assert "3 records read" in capsys.readouterr().err
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "requests-1.parquet").write_bytes(b"not parquet at all")
+    assert cli.main(["logs", "query", str(broken)]) != 0
+    assert "cannot read" in capsys.readouterr().err
+    assert cli.main(["shadow", "report", "--from", str(broken)]) != 0
+    assert "cannot read" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("hello")
+    assert cli.main(["logs", "tail", str(other)]) != 0
+    assert "no request-log files" in capsys.readouterr().err
+
+
+def test_shed_calls_are_recorded_and_records_are_capped(tmp_path: Path, example_graphs: Path) -> None:
+    directory = tmp_path / "held-logs"
+    with stalling_store(6379) as (proxy, proxy_loop):
+        root = tmp_path / "held-graphs"
+        folder = held_repository(root, proxy.port)
+        graph = folder / "graph.yaml"
+        graph.write_text(graph.read_text() + "logging:\n  sample: 1.0\n  always_on: [error]\n")
+        config = {"sink": "jsonl", "directory": str(directory), "flush_interval_s": 0.01}
+        with ServerThread(
+            root, request_log=config, max_concurrency=1, max_queue=0, max_message_bytes=16_000_000
+        ) as server:
+            client = triton.InferenceServerClient(server.url)
+            huge = held_inputs(rows=1)
+            huge[1].set_data_from_numpy(np.array([[b"k" * 5_000_000]], dtype=np.object_))  # one 5 MB element
+            client.infer("held", huge, request_id="x" * 1000)
+            proxy_loop.soon(proxy.stall)
+            with ThreadPoolExecutor(1) as pool:
+                holding = pool.submit(client.infer, "held", held_inputs(), request_id="held")
+                state = server.server.state
+                while state.in_flight < 1:
+                    time.sleep(0.01)
+                with pytest.raises(triton.InferenceServerException) as shed:
+                    client.infer("held", held_inputs(), request_id="shed")
+                proxy_loop.soon(proxy.resume)
+                holding.result(30)
+            _written(server, 3)
+            client.close()
+    assert shed.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+    files = sorted(directory.glob("*.jsonl"))
+    lines = [line for f in files for line in f.read_text().splitlines()]
+    records = {r["status"] + ":" + r["id"][:8]: r for r in map(json.loads, lines)}
+    assert records["RESOURCE_EXHAUSTED:shed"]["error"].startswith("server at capacity")
+    big = records["OK:" + "x" * 8]
+    assert big["id"] == "x" * 256
+    assert big["inputs"]["k"]["truncated"] and big["inputs"]["k"]["element_bytes"] == 5_000_000
+    assert max(len(line) for line in lines) < 20_000  # not a 5 MB line
