@@ -79,6 +79,7 @@ def build_record(
     hash_key: bytes | None = None,
     time_ns: int | None = None,
     shadows: Mapping[str, ShadowOutcome] | None = None,
+    protocol: str = "grpc",
 ) -> dict[str, Any]:
     """The record of one request. ``request_id`` "" gets a generated id; ``time_ns`` is wall time."""
     if policy.hash and not hash_key:
@@ -127,6 +128,7 @@ def build_record(
         error=error,
         latency_us=latency_us,
         sampled_because=sampled_because,
+        protocol=protocol,
     )
     return record
 

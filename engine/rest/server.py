@@ -114,7 +114,7 @@ class RestServer:
             build_app(self.door), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_S
         )
         await runner.setup()
-        await web.SockSite(runner, sock, ssl_context=tls, shutdown_timeout=SHUTDOWN_S).start()
+        await web.SockSite(runner, sock, ssl_context=tls).start()
         self._runner = runner
         return self.port
 
