@@ -57,12 +57,11 @@ def _bind(door: RestDoor, route: Route) -> Callable[[web.Request], Awaitable[web
         except asyncio.CancelledError:
             raise
         except web.HTTPException as exc:  # aiohttp's own (413 body too large, ...)
-            if exc.status == 413:
-                return _error(
-                    InvalidRequest(
-                        f"request body is above the limit of {door.options.limits.max_request_bytes} bytes"
-                    )
-                )
+            if exc.status == 413:  # the same INVALID_ARGUMENT as gRPC's, with HTTP's own code
+                limit = door.options.limits.max_request_bytes
+                response = _error(InvalidRequest(f"request body is above the limit of {limit} bytes"))
+                response.set_status(413)
+                return response
             raise
         except Exception as exc:  # mapped, never leaked: see engine.rest.status
             return _error(exc)

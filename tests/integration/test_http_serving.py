@@ -88,6 +88,34 @@ def test_tokens_gate_http_paths_but_not_health(quick_graphs: Path, tmp_path: Pat
         admin = {"Authorization": "Bearer admin-secret"}
         assert http.post("/v2/models/quickstart/infer", json=QUICK, headers=admin).status_code == 200
         assert http.get("/v2/engine/graphs", headers=admin).status_code == 200
+        # a stream is checked once, when it opens
+        channel = grpc.insecure_channel(server.url)
+        stream = channel.stream_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelStreamInferResponse.FromString,
+        )
+        message = pb.ModelInferRequest(model_name="quickstart")
+        message.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+        message.raw_input_contents.append(np.zeros((1, 4), np.float32).tobytes())
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stream(iter([message]), timeout=10))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        answers = list(
+            stream(iter([message]), timeout=10, metadata=(("authorization", "Bearer infer-secret"),))
+        )
+        assert len(answers) == 1 and answers[0].error_message == ""
+        channel.close()
+
+
+def test_a_body_above_the_limit_is_413(quick_graphs: Path) -> None:
+    with ServerThread(quick_graphs, max_message_bytes=4096) as server:
+        big = {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0.0] * 4}],
+            "id": "x" * 8192,
+        }
+        answer = httpx.post(f"http://{server.http_url}/v2/models/quickstart/infer", json=big)
+        assert answer.status_code == 413 and "above the limit of 4096" in answer.json()["error"]
 
 
 def test_tls_serves_https_with_the_grpc_certificate(quick_graphs: Path, certs: Path) -> None:  # noqa: F811
