@@ -85,8 +85,13 @@ async def _unmatched(
         return response
 
 
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "graph-engine"  # not aiohttp's, which names Python's and its own versions
+
+
 def build_app(door: RestDoor) -> web.Application:
     app = web.Application(middlewares=[_unmatched], client_max_size=door.options.limits.max_request_bytes)
+    app.on_response_prepare.append(_server_header)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _bind(door, route))
     return app
