@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # graph-engine production image. Build: `make image` (docker build -t graph-engine:latest .).
-# Runs `engine serve /graphs` as uid 10001 on 0.0.0.0:8001 (gRPC) and :8002 (Prometheus /metrics);
+# Runs `engine serve /graphs` as uid 10001 on 0.0.0.0:8001 (gRPC), :8000 (HTTP/REST) and :8002 (/metrics);
 # SIGTERM drains (health NOT_SERVING -> drain delay -> in-flight calls finish within grace -> exit 0).
 # Deployment guide: docs/deploy.md.
 
@@ -45,9 +45,10 @@ ENV PATH=/opt/engine/bin:$PATH \
     ENGINE_CONFIG=/etc/engine/engine.yaml \
     ENGINE_HOST=0.0.0.0 \
     ENGINE_PORT=8001 \
+    ENGINE_HTTP_PORT=8000 \
     ENGINE_METRICS_PORT=8002
 USER 10001:0
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 # The engine handles SIGTERM itself (PID 1 with its own handlers; the --workers supervisor forwards it
 # and reaps its workers), so no init shim is needed. No HEALTHCHECK: Kubernetes ignores it and probes
 # grpc.health.v1 natively; see docs/deploy.md for docker/compose.

@@ -4,6 +4,9 @@ as soon as the last answer arrives, for ``seconds``. Prints one JSON line of res
 Requests are serialised once and sent as bytes; answers are not parsed, so the
 client spends as little CPU as it can. Its own CPU use is reported so a
 client-bound measurement can be recognised.
+
+``--mode stream``: each caller is one ``ModelStreamInfer`` stream instead, sending its next
+message when the last answer arrived (closed loop per stream, as a unary caller).
 """
 
 from __future__ import annotations
@@ -18,16 +21,23 @@ import time
 import grpc
 import numpy as np
 
+ERROR_TAG = b"\x0a"
+"""The first byte of a serialised ModelStreamInferResponse whose ``error_message`` (field 1, a
+string) is set; without it the message starts with ``infer_response`` (field 2)."""
 
-async def drive(url: str, payload: bytes, concurrency: int, seconds: float, warmup: float) -> dict:
+
+async def drive(
+    url: str, payload: bytes, concurrency: int, seconds: float, warmup: float, mode: str = "unary"
+) -> dict:
     async with grpc.aio.insecure_channel(url) as channel:
         call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        open_stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
         latencies: list[int] = []
         errors = 0
         measuring = False
         stop_at = 0.0
 
-        async def caller() -> None:
+        async def unary_caller() -> None:
             nonlocal errors
             while True:
                 t0 = time.perf_counter_ns()
@@ -40,6 +50,29 @@ async def drive(url: str, payload: bytes, concurrency: int, seconds: float, warm
                     continue
                 if measuring:
                     latencies.append(time.perf_counter_ns() - t0)
+
+        async def stream_caller() -> None:
+            nonlocal errors
+            stream = open_stream()
+            try:
+                while True:
+                    t0 = time.perf_counter_ns()
+                    if t0 / 1e9 >= stop_at:
+                        return
+                    await stream.write(payload)
+                    answer = await stream.read()
+                    if answer is grpc.aio.EOF:
+                        errors += 1
+                        return
+                    if answer[:1] == ERROR_TAG:  # error_message (field 1) is set: a failed message
+                        errors += 1
+                        continue
+                    if measuring:
+                        latencies.append(time.perf_counter_ns() - t0)
+            finally:
+                await stream.done_writing()
+
+        caller = stream_caller if mode == "stream" else unary_caller
 
         stop_at = time.perf_counter() + warmup
         await asyncio.gather(*(caller() for _ in range(concurrency)))
@@ -71,14 +104,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--mode", choices=("unary", "stream"), default="unary")
     args = parser.parse_args()
     payload = base64.b64decode(args.payload)
+    work = drive(args.url, payload, args.concurrency, args.seconds, args.warmup, args.mode)
     try:
         import uvloop
 
-        result = uvloop.run(drive(args.url, payload, args.concurrency, args.seconds, args.warmup))
+        result = uvloop.run(work)
     except ImportError:
-        result = asyncio.run(drive(args.url, payload, args.concurrency, args.seconds, args.warmup))
+        result = asyncio.run(work)
     print(json.dumps(result))
 
 

@@ -11,6 +11,11 @@ The one-model graph is also driven at concurrency 64 with and without dynamic ba
 (both workers share the server core: that row is about memory, not speed). RSS is
 sampled after each measurement, i.e. in steady state.
 
+The one-model graph is also driven through the other front doors: ``ModelStreamInfer`` (one
+stream per caller, ``bench.load --mode stream``) and HTTP/REST with JSON and with binary tensor
+data (one keep-alive connection per caller, ``bench.load_http``); the report gives each as a
+ratio to gRPC unary.
+
 Last, ``bench.features`` compares a ``features`` node's cost per request with a bare redis-py
 pipeline doing the same read (needs the Redis on 127.0.0.1:6379, as the tests do).
 
@@ -39,7 +44,7 @@ import grpc
 import numpy as np
 import yaml
 
-from bench import batching, flood, shadows
+from bench import batching, flood, load_http, shadows
 from engine.protocol.generated.inference import grpc_service_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +86,8 @@ class Scenario:
     env: tuple[tuple[str, str], ...] = ()
     concurrency: tuple[int, ...] = ()  # default: BENCH_CONCURRENCY
     metrics_port: int = 0  # when set: read the server's batch sizes after each measurement
+    driver: str = "unary"  # unary | stream (bench.load) | http (bench.load_http)
+    http: bytes = b""  # the HTTP request bench.load_http sends (driver "http")
 
 
 def _free_port() -> int:
@@ -124,7 +131,29 @@ def _graphs_dir() -> Path:
     return folder
 
 
-def scenarios(graphs: Path, port: int, log_dir: Path | None = None, stalled_url: str = "") -> list[Scenario]:
+def _http_infer(model: str, x: np.ndarray, *, binary: bool) -> bytes:
+    """A V2 REST infer request for ``x`` (FP32): JSON, or Triton's binary tensor data both ways."""
+    tensor = {"name": "x", "datatype": "FP32", "shape": list(x.shape)}
+    if not binary:
+        body = json.dumps({"inputs": [{**tensor, "data": x.ravel().tolist()}]}).encode()
+        return load_http.http_request(f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"})
+    data = x.astype("<f4").tobytes()
+    header = json.dumps(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": len(data)}}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    return load_http.http_request(
+        f"/v2/models/{model}/infer",
+        header + data,
+        {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))},
+    )
+
+
+def scenarios(
+    graphs: Path, port: int, log_dir: Path | None = None, stalled_url: str = "", http_port: int = -1
+) -> list[Scenario]:
     x = np.random.default_rng(0).normal(size=(1, 32)).astype(np.float32)
     wide = np.random.default_rng(1).normal(size=(1, 512)).astype(np.float32)
     floor = [sys.executable, "-m", "bench.floor_server", "--port", str(port), "--model", str(MLP)]
@@ -142,6 +171,8 @@ def scenarios(graphs: Path, port: int, log_dir: Path | None = None, stalled_url:
         "0",
         "--workers",
         "1",  # one process on the server core (the default is one per usable core)
+        "--http-port",
+        str(http_port),
     ]
     batched_metrics = batching.free_port()
     user_id = np.array([[b"u0108"]], dtype=object)  # a row of graphs/fraud/users.csv
@@ -163,6 +194,29 @@ def scenarios(graphs: Path, port: int, log_dir: Path | None = None, stalled_url:
             "bare grpc.aio + onnxruntime in a thread pool",
         ),
         Scenario("engine-mlp", engine, _request("mlp", {"x": x}), "engine, one-model graph"),
+        Scenario(
+            "engine-mlp-stream",
+            engine,
+            _request("mlp", {"x": x}),
+            "one-model graph over ModelStreamInfer (one stream per caller)",
+            driver="stream",
+        ),
+        Scenario(
+            "engine-mlp-http-json",
+            engine,
+            _request("mlp", {"x": x}),
+            "one-model graph over HTTP/REST, JSON tensors (keep-alive connection per caller)",
+            driver="http",
+            http=_http_infer("mlp", x, binary=False),
+        ),
+        Scenario(
+            "engine-mlp-http-binary",
+            engine,
+            _request("mlp", {"x": x}),
+            "one-model graph over HTTP/REST, binary tensor data in and out",
+            driver="http",
+            http=_http_infer("mlp", x, binary=True),
+        ),
         Scenario(
             "engine-chain5", engine, _request("chain", {"x": x}), "engine, model + 4 chained expr nodes"
         ),
@@ -301,7 +355,36 @@ def _serving(pid: int) -> list[int]:
     return [pid, *batching.children(pid)]
 
 
-def measure(scenario: Scenario, port: int) -> list[dict]:
+def _load_command(scenario: Scenario, url: str, http_port: int, concurrency: int) -> list[str]:
+    common = ["--concurrency", str(concurrency), "--seconds", str(SECONDS)]
+    if scenario.driver == "http":
+        request = base64.b64encode(scenario.http).decode()
+        return [
+            sys.executable,
+            "-m",
+            "bench.load_http",
+            "--url",
+            f"127.0.0.1:{http_port}",
+            "--request",
+            request,
+            *common,
+        ]
+    payload = base64.b64encode(scenario.request.SerializeToString()).decode()
+    return [
+        sys.executable,
+        "-m",
+        "bench.load",
+        "--url",
+        url,
+        "--payload",
+        payload,
+        "--mode",
+        scenario.driver,
+        *common,
+    ]
+
+
+def measure(scenario: Scenario, port: int, http_port: int = -1) -> list[dict]:
     url = f"127.0.0.1:{port}"
     env = {**os.environ, **dict(scenario.env)}
     proc = subprocess.Popen(
@@ -310,24 +393,11 @@ def measure(scenario: Scenario, port: int) -> list[dict]:
     rows = []
     try:
         _wait_ready(url, proc)
-        payload = base64.b64encode(scenario.request.SerializeToString()).decode()
         for concurrency in scenario.concurrency or CONCURRENCY:
             cpu0 = {p: _cpu_seconds(p) for p in _serving(proc.pid)}
             t0 = time.monotonic()
             out = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.load",
-                    "--url",
-                    url,
-                    "--payload",
-                    payload,
-                    "--concurrency",
-                    str(concurrency),
-                    "--seconds",
-                    str(SECONDS),
-                ],
+                _load_command(scenario, url, http_port, concurrency),
                 cwd=ROOT,
                 capture_output=True,
                 text=True,
@@ -408,6 +478,18 @@ def report(rows: list[dict]) -> str:
             f"note: the load generator was near 100% CPU for {', '.join(client_bound)}; "
             "those throughputs are a lower bound"
         )
+    doors = [
+        (name, pick(name, hi))
+        for name in ("engine-mlp-stream", "engine-mlp-http-json", "engine-mlp-http-binary")
+    ]
+    if mlp and any(row for _, row in doors):
+        lines.append(
+            f"one-model graph by front door, c={hi}, as a ratio to gRPC unary ({mlp['rps']:,.0f}/s):"
+        )
+        for name, row in doors:
+            if row is not None:
+                ratio = row["rps"] / mlp["rps"]
+                lines.append(f"  {name}: {row['rps']:,.0f}/s = {ratio:.2f}x, p99 {row['p99_ms']:.3f} ms")
     lines += batching.report_lines(rows)
     lines += shadows.report_lines(rows)
     lines += flood.report_lines(rows)
@@ -425,14 +507,15 @@ def main() -> int:
     rows: list[dict] = []
     try:
         port = _free_port()  # servers run one after another on the same port
+        http_port = _free_port()
         stalled = socket.socket()  # accepts connections into its backlog, never reads: a stalled sink
         stalled.bind(("127.0.0.1", 0))
         stalled.listen(64)
         stalled_url = f"http://127.0.0.1:{stalled.getsockname()[1]}/"
-        for scenario in scenarios(graphs, port, graphs / "request-logs", stalled_url):
+        for scenario in scenarios(graphs, port, graphs / "request-logs", stalled_url, http_port):
             if only and scenario.name not in only:
                 continue
-            rows.extend(measure(scenario, port))
+            rows.extend(measure(scenario, port, http_port))
     finally:
         shutil.rmtree(graphs, ignore_errors=True)
         with contextlib.suppress(NameError):

@@ -184,6 +184,8 @@ def _calibrate(graphs: Path, log_dir: Path, requests: Path, folder: Path) -> flo
             "1",
             "--metrics-port",
             "-1",
+            "--http-port",
+            "-1",
             "--request-log",
             str(log_dir),
             "--log-level",
@@ -235,6 +237,8 @@ def main() -> int:
             "1",  # one process: its RSS is the worker's
             "--metrics-port",
             str(metrics),
+            "--http-port",
+            "-1",
             "--request-log",
             str(logs),
             "--log-level",

@@ -432,6 +432,7 @@ class EngineServer:
             ready=ready,
             load_failures=dict(self.repository.load_failures),
             unrouted=dict(self.state.unrouted),
+            calls=dict(self.state.calls),
             in_flight=self.state.in_flight,
             pool_queue_depth=self.runtimes.queue_depth,
             pool_runs_terminated=self.runtimes.terminated_runs,

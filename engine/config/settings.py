@@ -180,7 +180,7 @@ class ServeSettings:
                 found[decl.name] = values.from_env(decl, raw)
         settings = cls(**{**found, **given})
         if settings.workers == 0:  # one per core; a port picked at random cannot be shared, so then one
-            settings.workers = 1 if 0 in (settings.port, settings.http_port) else _usable_cores()
+            settings.workers = 1 if settings.port == 0 else _usable_cores()
         if settings.pool_threads == 0:
             settings.pool_threads = _usable_cores()
         return settings

@@ -19,7 +19,17 @@ from typing import Any
 
 from engine.observability.log_sinks import check_writable, file_time
 
-TEXT_COLUMNS = ("schema", "id", "trace_id", "graph", "version", "status", "error", "sampled_because")
+TEXT_COLUMNS = (
+    "schema",
+    "id",
+    "trace_id",
+    "graph",
+    "version",
+    "status",
+    "error",
+    "sampled_because",
+    "protocol",
+)
 JSON_COLUMNS = ("models", "inputs", "nodes", "branches", "outputs", "features", "shadow")
 
 

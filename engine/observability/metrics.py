@@ -38,6 +38,7 @@ class EngineSnapshot:
     ready: list[tuple[str, str, bool]] = field(default_factory=list)  # graph, version, ready
     load_failures: Mapping[str, int] = field(default_factory=dict)
     unrouted: Mapping[str, int] = field(default_factory=dict)  # code -> requests that named no served graph
+    calls: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (protocol, code) -> inference calls
     in_flight: int = 0
     pool_queue_depth: int = 0
     pool_runs_terminated: int = 0
@@ -132,6 +133,14 @@ class EngineCollector(Collector):
         yield from (requests, durations, node_durations, node_errors, node_queue, batch_sizes, rows)
         yield feature_values
         yield violations
+        calls = CounterMetricFamily(
+            "engine_protocol_requests",
+            "Inference calls by front door (grpc, grpc-stream, http) and status code",
+            labels=["protocol", "code"],
+        )
+        for (protocol, code), count in sorted(snap.calls.items()):
+            calls.add_metric([protocol, code], count)
+        yield calls
 
         ready = GaugeMetricFamily(
             "engine_graph_ready", "1 if the graph version serves", labels=["graph", "version"]

@@ -85,6 +85,7 @@ def build_record(
     time_ns: int | None = None,
     shadows: Mapping[str, ShadowOutcome] | None = None,
     violations: Iterable[str] = (),
+    protocol: str = "grpc",
 ) -> dict[str, Any]:
     """The record of one request. ``request_id`` "" gets a generated id; ``time_ns`` is wall time."""
     if policy.hash and not hash_key:
@@ -133,6 +134,7 @@ def build_record(
         error=error,
         latency_us=latency_us,
         sampled_because=sampled_because,
+        protocol=protocol,
     )
     flagged = list(violations)
     if flagged:  # ``flag`` data-contract violations: served, and said so here

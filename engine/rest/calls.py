@@ -9,7 +9,7 @@ follow OpenTelemetry's HTTP server conventions (``http.request.method``, ``http.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import numpy as np
@@ -40,7 +40,7 @@ class HttpInferCall:
         graph: str,
         version: str,
         request: codec.RestRequest,
-        headers: Headers,
+        headers: Mapping[str, str],
         limits: codec.RestLimits,
     ) -> None:
         self.graph = graph
@@ -66,7 +66,7 @@ class HttpInferCall:
         return None if self._deadline is None else self._deadline - time.monotonic()
 
     def headers(self) -> Headers:
-        return self._headers
+        return tuple(self._headers.items())  # read only when tracing is on
 
     def span_attributes(self) -> SpanAttributes:
         return _SPAN

@@ -139,13 +139,18 @@ class RestDoor:
         return json_response({})
 
     # -- inference ---------------------------------------------------------------------------
-    def _call(self, request: web.Request, body: bytes) -> HttpInferCall:
+    async def _call(self, request: web.Request) -> HttpInferCall:
         name, version = _model(request)
-        parsed = codec.parse_request(body, request.headers.get(HEADER_LENGTH), self.options.limits)
-        return HttpInferCall(name, version, parsed, tuple(request.headers.items()), self.options.limits)
+        body = await request.read()
+        header_length = request.headers.get(HEADER_LENGTH)
+        limits = self.options.limits
+        # Parsed on the event loop, as gRPC parses its messages: a thread would not help, json.loads
+        # holds the GIL throughout. Big tensors belong in binary tensor data (docs/http.md).
+        parsed = codec.parse_request(body, header_length, limits)
+        return HttpInferCall(name, version, parsed, request.headers, limits)
 
     async def infer(self, request: web.Request) -> web.Response:
-        call = self._call(request, await request.read())
+        call = await self._call(request)
         body, header_length = await self.core.infer(call)
         return _infer_response(body, header_length)
 
@@ -158,7 +163,7 @@ class RestDoor:
         return json_response(render.describe(self.admin.describe(name, version)))
 
     async def explain(self, request: web.Request) -> web.Response:
-        call = self._call(request, await request.read())
+        call = await self._call(request)
         (body, header_length), events = await self.core.explain(call)
         if header_length is not None:
             raise InvalidRequest("explain answers JSON only: do not ask for binary outputs")

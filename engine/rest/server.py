@@ -57,12 +57,11 @@ def _bind(door: RestDoor, route: Route) -> Callable[[web.Request], Awaitable[web
         except asyncio.CancelledError:
             raise
         except web.HTTPException as exc:  # aiohttp's own (413 body too large, ...)
-            if exc.status == 413:
-                return _error(
-                    InvalidRequest(
-                        f"request body is above the limit of {door.options.limits.max_request_bytes} bytes"
-                    )
-                )
+            if exc.status == 413:  # the same INVALID_ARGUMENT as gRPC's, with HTTP's own code
+                limit = door.options.limits.max_request_bytes
+                response = _error(InvalidRequest(f"request body is above the limit of {limit} bytes"))
+                response.set_status(413)
+                return response
             raise
         except Exception as exc:  # mapped, never leaked: see engine.rest.status
             return _error(exc)
@@ -86,8 +85,13 @@ async def _unmatched(
         return response
 
 
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "graph-engine"  # not aiohttp's, which names Python's and its own versions
+
+
 def build_app(door: RestDoor) -> web.Application:
     app = web.Application(middlewares=[_unmatched], client_max_size=door.options.limits.max_request_bytes)
+    app.on_response_prepare.append(_server_header)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _bind(door, route))
     return app
@@ -114,7 +118,7 @@ class RestServer:
             build_app(self.door), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_S
         )
         await runner.setup()
-        await web.SockSite(runner, sock, ssl_context=tls, shutdown_timeout=SHUTDOWN_S).start()
+        await web.SockSite(runner, sock, ssl_context=tls).start()
         self._runner = runner
         return self.port
 

@@ -90,6 +90,17 @@ class InferenceCore:
         t0 = time.perf_counter_ns()
         life = self.state
         life.last_arrival = time.monotonic()
+        status = "OK"
+        try:
+            return await self._admit(call, observer, t0)
+        except BaseException as exc:
+            status = status_of(exc).value
+            raise
+        finally:  # every call, by the door it came through (metrics)
+            life.count_call(call.protocol, status)
+
+    async def _admit(self, call: InferCall[R], observer: Observer | None, t0: int) -> R:
+        life = self.state
         try:
             life.check_ready()
             served: ServedGraph = self.repository.get(call.graph, call.version)

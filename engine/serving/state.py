@@ -30,6 +30,8 @@ class ServingState:
     """time.monotonic() of the latest inference call, refused ones included (a drain waits for quiet)."""
     unrouted: dict[str, int] = field(default_factory=dict)
     """Calls that named no served graph (unknown, not ready), by status."""
+    calls: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Every inference call by front door (``InferCall.protocol``) and status."""
     admission: Admission = field(default_factory=Admission)
     """The concurrency limit and wait queue every inference call goes through."""
     drained: asyncio.Event = field(default_factory=asyncio.Event)
@@ -44,6 +46,10 @@ class ServingState:
         """Refuse new calls from now on (``check_ready``) and tell open streams to end."""
         self.draining = True
         self.drained.set()
+
+    def count_call(self, protocol: str, status: str) -> None:
+        key = (protocol, status)
+        self.calls[key] = self.calls.get(key, 0) + 1
 
     def count_unrouted(self, status: str) -> None:
         self.unrouted[status] = self.unrouted.get(status, 0) + 1

@@ -70,10 +70,11 @@ def test_runtime_stage_is_slim_pinned_and_non_root() -> None:
 
 def test_exposes_grpc_and_metrics_and_stops_with_sigterm() -> None:
     exposed = {p for word, rest in _instructions() if word == "EXPOSE" for p in rest.split()}
-    assert exposed == {"8001", "8002"}
+    assert exposed == {"8000", "8001", "8002"}
     assert [rest for word, rest in _instructions() if word == "STOPSIGNAL"] == ["SIGTERM"]
     env = _env()
     assert env["ENGINE_PORT"] == "8001" and env["ENGINE_METRICS_PORT"] == "8002"
+    assert env["ENGINE_HTTP_PORT"] == "8000"
     assert env["ENGINE_HOST"] == "0.0.0.0"
 
 
@@ -131,6 +132,7 @@ def test_the_images_command_serves_health_and_drains_on_sigterm(example_graphs: 
         ENGINE_HOST="127.0.0.1",
         ENGINE_PORT=str(_free_port()),
         ENGINE_METRICS_PORT=str(_free_port()),
+        ENGINE_HTTP_PORT=str(_free_port()),
         PYTHONUNBUFFERED="1",
     )
     entrypoint, command = _json_form("ENTRYPOINT"), _json_form("CMD")

@@ -135,7 +135,7 @@ def test_probes_are_grpc_health_on_the_grpc_container_port(
 ) -> None:
     engine = _engine(rendered[name])
     ports = {p["name"]: p["containerPort"] for p in engine["ports"]}
-    assert ports == {"grpc": 8001, "metrics": 8002}
+    assert ports == {"grpc": 8001, "http": 8000, "metrics": 8002}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert set(engine[probe]) - {"periodSeconds", "timeoutSeconds", "failureThreshold"} == {"grpc"}
         assert engine[probe]["grpc"] == {"port": ports["grpc"], "service": ""}, probe

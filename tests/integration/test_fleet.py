@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
@@ -26,6 +27,7 @@ from tests.integration.test_lifecycle import SERVING, EngineProcess
 
 CALLS = 20
 METRICS = re.compile(r"metrics of all workers on http://([\d.]+):(\d+)/metrics")
+HTTP = re.compile(r"HTTP/REST on http://([\d.]+):(\d+)/v2")
 
 
 def _free_port() -> int:
@@ -139,6 +141,40 @@ def test_an_unload_reaches_every_worker_and_a_load_undoes_it(fleet: Fleet) -> No
     assert not client.is_model_ready("quickstart")
     client.load_model("quickstart")
     assert set(fleet.outcomes()) == {client.get_model_metadata("quickstart").versions[0]}
+
+
+def test_http_reload_unload_and_statistics_hold_for_every_worker(fleet: Fleet) -> None:
+    ports = {m.group(2) for m in fleet.engine.wait_for(HTTP, count=2)}
+    assert len(ports) == 1, "both workers share one HTTP port"
+    base = f"http://127.0.0.1:{ports.pop()}"
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 0, 0, 0]}]}
+
+    def outcomes() -> list[str]:  # a fresh connection per call: SO_REUSEPORT spreads them
+        found = []
+        for _ in range(CALLS):
+            answer = httpx.post(f"{base}/v2/models/quickstart/infer", json=body, timeout=30)
+            found.append(
+                answer.json()["model_version"] if answer.status_code == 200 else str(answer.status_code)
+            )
+        return found
+
+    def successes() -> int:
+        stats = httpx.get(f"{base}/v2/models/quickstart/stats", timeout=30).json()["model_stats"][0]
+        return int(stats["inference_stats"]["success"]["count"])
+
+    version = httpx.get(f"{base}/v2/models/quickstart", timeout=30).json()["versions"][-1]
+    before = successes()
+    assert outcomes() == [version] * CALLS
+    assert successes() == before + CALLS  # summed over both workers
+    per_worker = fleet.metric("engine_protocol_requests_total", protocol="http", code="OK")
+    assert set(per_worker) == {"0", "1"} and all(n > 0 for n in per_worker.values()), per_worker
+
+    assert httpx.post(f"{base}/v2/repository/models/quickstart/unload", timeout=60).status_code == 200
+    assert outcomes() == ["503"] * CALLS
+    _bump(fleet.graph_yaml, int(version) + 1)
+    reloaded = httpx.post(f"{base}/v2/engine/reload", json={"names": ["quickstart"]}, timeout=60).json()
+    assert reloaded["results"][0]["action"] == "loaded"
+    assert outcomes() == [str(int(version) + 1)] * CALLS
 
 
 def test_a_restarted_worker_serves_what_the_fleet_serves(fleet: Fleet) -> None:

@@ -88,3 +88,42 @@ def test_perf_analyzer_measures_a_graph_with_per_node_statistics(
         assert f"{graph}.{node}, version: 1" in run.stdout
     throughput = re.search(r"throughput: ([\d.]+) infer/sec", run.stdout)
     assert throughput and float(throughput.group(1)) > 0
+
+
+@pytest.mark.parametrize("door", ["http", "grpc-streaming"])
+def test_perf_analyzer_drives_the_http_door_and_grpc_streams(example_graphs: Path, door: str) -> None:
+    binary, env = _perf_analyzer()
+    with ServerThread(example_graphs) as server:
+        protocol = (
+            ["-i", "http", "-u", server.http_url]
+            if door == "http"
+            else ["-i", "grpc", "--streaming", "-u", server.url]
+        )
+        run = subprocess.run(
+            [
+                binary,
+                "-m",
+                "quickstart",
+                *protocol,
+                "--concurrency-range",
+                "2",
+                "--measurement-mode",
+                "count_windows",
+                "--measurement-request-count",
+                "200",
+                "--stability-percentage",
+                "500",
+                "--max-trials",
+                "20",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        calls = dict(server.server.state.calls)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    throughput = re.search(r"throughput: ([\d.]+) infer/sec", run.stdout)
+    assert throughput and float(throughput.group(1)) > 0
+    protocol_name = "http" if door == "http" else "grpc-stream"
+    assert calls.get((protocol_name, "OK"), 0) >= 200, calls  # served through that door

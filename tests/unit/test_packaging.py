@@ -38,6 +38,11 @@ def _instruction(dockerfile: str, name: str) -> list[str]:
     return json.loads(lines[-1][len(name) + 1 :])
 
 
+def _instruction_words(dockerfile: str, name: str) -> list[str]:
+    lines = [line for line in dockerfile.splitlines() if line.startswith(name + " ")]
+    return lines[-1][len(name) + 1 :].split()
+
+
 def test_the_image_runs_engine_serve_on_graphs_at_port_8001() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert _instruction(dockerfile, "ENTRYPOINT") + _instruction(dockerfile, "CMD") == [
@@ -45,7 +50,8 @@ def test_the_image_runs_engine_serve_on_graphs_at_port_8001() -> None:
         "serve",
         "/graphs",
     ]
-    assert "EXPOSE 8001" in dockerfile and "ENGINE_PORT=8001" in dockerfile and "USER " in dockerfile
+    assert "8001" in _instruction_words(dockerfile, "EXPOSE") and "ENGINE_PORT=8001" in dockerfile
+    assert "USER " in dockerfile
     # The same command line the integration tests run parses with the image's environment.
     help_text = subprocess.run(
         [sys.executable, "-m", "engine.cli", "serve", "--help"], capture_output=True, text=True, check=True

@@ -65,7 +65,9 @@ async def test_every_field_lands(tmp_path: Path) -> None:
     assert list(record) == [
         "schema", "id", "trace_id", "time", "graph", "version", "models", "inputs", "features",
         "nodes", "branches", "outputs", "shadow", "status", "error", "latency_us", "sampled_because",
+        "protocol",
     ]  # fmt: skip
+    assert record["protocol"] == "grpc"  # the door it came through
     assert record["schema"] == SCHEMA == "engine.request/1"
     assert record["id"] == "req-1"
     assert record["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
