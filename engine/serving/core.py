@@ -169,6 +169,9 @@ class InferenceCore:
                 tap=served.drift.tap if served.drift is not None else None,
             )
             t2 = time.perf_counter_ns()
+            quality = served.quality
+            if quality is not None and (prediction := outputs[quality.config.output_index]) is not None:
+                quality.remember(call.request_id, prediction)  # awaits its label (Feedback)
             if live is not None:
                 named = {n: a for n, a in zip(served.output_names, outputs, strict=True) if a is not None}
                 live.set_result(LiveResult(named, t2 - t1))

@@ -128,7 +128,7 @@ def test_monitor_report_prints_a_table_json_and_plots(server: ServerThread, tmp_
     assert "fraud-1-txn.hour.png" in plots and len(plots) == len(as_json["drift"]) // 2
 
 
-def test_drift_counts_add_up_across_two_workers(graphs: Path) -> None:
+def test_drift_counts_and_labels_add_up_across_two_workers(graphs: Path, tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
     parent = EngineProcess(
         str(graphs), "--workers", "2", "--port", str(port), "--metrics-port", str(metrics_port)
@@ -139,7 +139,7 @@ def test_drift_counts_add_up_across_two_workers(graphs: Path) -> None:
         sent = 0
         for k in range(24):  # a fresh connection each: the kernel spreads them over both workers
             client = triton.InferenceServerClient(f"127.0.0.1:{port}")
-            client.infer("fraud", _request(data, np.arange(k * 10, k * 10 + 10)))
+            client.infer("fraud", _request(data, np.arange(k * 10, k * 10 + 10)), request_id=f"w-{k}")
             client.close()
             sent += 10
         run = subprocess.run(
@@ -164,6 +164,16 @@ def test_drift_counts_add_up_across_two_workers(graphs: Path) -> None:
         per_worker = {w: float(v) for w, v in re.findall(pattern, metrics)}
         assert len(per_worker) == 2 and all(v > 0 for v in per_worker.values()), per_worker
         assert sum(per_worker.values()) == sent
+        # labels reach the worker that served each prediction, whichever worker receives them
+        labels = tmp_path / "labels.csv"
+        lines = [f"w-{k},{r},{data['is_fraud'][k * 10 + r]}" for k in range(24) for r in range(10)]
+        labels.write_text("id,row,label\n" + "\n".join(lines) + "\nw-0,0,1\n")
+        run = subprocess.run(
+            [ENGINE, "feedback", "load", str(labels), "--graph", "fraud", "--id", "id", "--label", "label",
+             "--row", "row", "--url", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert f"{sent} matched, 1 duplicate, 0 late, 0 unknown, 0 invalid" in run.stdout, run.stdout
     finally:
         parent.stop()
 
