@@ -70,8 +70,8 @@ def test_labels_for_1000_requests_give_scikit_learns_auc(server: ServerThread, t
     lines += ["q-0,1", "nobody-served-this,0", "q-1,0.5"]  # a duplicate, an unknown id, an invalid label
     file.write_text("\n".join(lines) + "\n")
     run = subprocess.run(
-        [ENGINE, "feedback", "load", str(file), "--graph", "fraud", "--id", "request_id", "--label", "is_fraud",
-         "--url", server.url],
+        [ENGINE, "feedback", "load", str(file), "--graph", "fraud", "--id", "request_id",
+         "--label", "is_fraud", "--url", server.url],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
