@@ -60,6 +60,38 @@ class QualityWindow:
     labels: list[float] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     unlabelled_ids: int = 0  # requests without a request id: nothing to join a label to
+    # shadow -> (request id, row) -> (candidate's value, its live target's value) awaiting a label
+    shadow_predictions: dict[str, OrderedDict[tuple[str, int], tuple[float, float | None]]] = field(
+        default_factory=dict
+    )
+    shadow_pairs: dict[str, list[tuple[float, float | None, float]]] = field(default_factory=dict)
+    shadow_targets: dict[str, str] = field(default_factory=dict)  # shadow -> its target node ("" graph)
+    shadow_unaligned: int = 0  # outcomes whose rows are not the request's (a branch's share of them)
+
+    def on_shadow(self, request_id: str, rows: int, outcome: Any) -> None:
+        """A shadow's outcome for one request (``engine.shadow.ShadowOutcome``, told as it settles):
+        its first compared output (the quality output for a whole-graph shadow), row by row.
+        Only outcomes covering the request's rows are kept (a node shadow behind a switch sees
+        its branch's rows only; with one-row requests that is the request)."""
+        if outcome.status != "ok" or not outcome.outputs or not request_id:
+            return
+        names = list(outcome.rules) or list(outcome.outputs)
+        name = self.config.output if self.config.output in outcome.outputs else names[0]
+        candidate = outcome.outputs.get(name)
+        if candidate is None or not candidate.ndim or candidate.shape[0] != rows:
+            self.shadow_unaligned += 1
+            return
+        live = outcome.live.get(name)
+        cand = candidate.reshape(rows, -1)[:, 0].tolist()
+        target = (
+            live.reshape(rows, -1)[:, 0].tolist() if live is not None and live.shape[:1] == (rows,) else None
+        )
+        waiting = self.shadow_predictions.setdefault(outcome.shadow, OrderedDict())
+        self.shadow_targets[outcome.shadow] = outcome.target
+        for row in range(rows):
+            waiting[(request_id, row)] = (float(cand[row]), None if target is None else float(target[row]))
+        while len(waiting) > MAX_PREDICTIONS:
+            waiting.popitem(last=False)
 
     def remember(self, request_id: str, prediction: np.ndarray) -> None:
         """One request's quality output (on the response path: a few dict inserts)."""
@@ -91,6 +123,13 @@ class QualityWindow:
         if len(self.scores) > MAX_PAIRS:
             del self.scores[: len(self.scores) - MAX_PAIRS]
             del self.labels[: len(self.labels) - MAX_PAIRS]
+        for shadow, waiting in self.shadow_predictions.items():
+            found = waiting.pop(key, None)
+            if found is not None:
+                pairs = self.shadow_pairs.setdefault(shadow, [])
+                pairs.append((found[0], found[1], label))
+                if len(pairs) > MAX_PAIRS:
+                    del pairs[: len(pairs) - MAX_PAIRS]
         return "matched"
 
     def state(self) -> dict[str, Any]:
@@ -105,6 +144,10 @@ class QualityWindow:
             "counts": dict(self.counts),
             "waiting": len(self.predictions),
             "unlabelled_ids": self.unlabelled_ids,
+            "shadows": {
+                shadow: {"target": self.shadow_targets.get(shadow, ""), "pairs": [list(p) for p in pairs]}
+                for shadow, pairs in self.shadow_pairs.items()
+            },
         }
 
 
@@ -139,6 +182,7 @@ class Quality:
     waiting: int  # predictions still waiting for a label
     counts: Mapping[str, int]  # labels by outcome
     metrics: Mapping[str, float | None]
+    shadows: Mapping[str, ShadowQuality] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,6 +195,26 @@ class Quality:
             "waiting": self.waiting,
             "labels": dict(self.counts),
             **dict(self.metrics),
+            "shadows": {name: q.to_dict() for name, q in sorted(self.shadows.items())},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowQuality:
+    """A shadow candidate's quality on the labelled rows it ran, beside its live target's on the
+    same rows (for a node shadow the target node's output; for a whole graph, the live graph's)."""
+
+    target: str
+    pairs: int
+    candidate: Mapping[str, float | None]
+    live: Mapping[str, float | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "pairs": self.pairs,
+            "candidate": dict(self.candidate),
+            "live": dict(self.live),
         }
 
 
@@ -161,8 +225,18 @@ def merge_quality(parts: Iterable[Mapping[str, Any]]) -> list[Quality]:
         key = (str(part["graph"]), str(part["version"]))
         into = merged.setdefault(
             key,
-            {"part": part, "scores": [], "labels": [], "counts": dict.fromkeys(OUTCOMES, 0), "waiting": 0},
+            {
+                "part": part,
+                "scores": [],
+                "labels": [],
+                "counts": dict.fromkeys(OUTCOMES, 0),
+                "waiting": 0,
+                "shadows": {},
+            },
         )
+        for shadow, got in part.get("shadows", {}).items():
+            entry = into["shadows"].setdefault(shadow, {"target": got["target"], "pairs": []})
+            entry["pairs"].extend(got["pairs"])
         into["scores"].extend(part["scores"])
         into["labels"].extend(part["labels"])
         into["waiting"] += int(part["waiting"])
@@ -173,11 +247,8 @@ def merge_quality(parts: Iterable[Mapping[str, Any]]) -> list[Quality]:
         first = v["part"]
         scores, labels = np.asarray(v["scores"], dtype=np.float64), np.asarray(v["labels"], dtype=np.float64)
         kind, threshold = str(first["kind"]), float(first["threshold"])
-        metrics = (
-            binary_metrics(scores, labels, threshold)
-            if kind == BINARY
-            else regression_metrics(scores, labels)
-        )
+        metrics = _metrics(kind, scores, labels, threshold)
+        shadows = {name: _shadow_quality(kind, threshold, got) for name, got in v["shadows"].items()}
         out.append(
             Quality(
                 graph,
@@ -189,9 +260,29 @@ def merge_quality(parts: Iterable[Mapping[str, Any]]) -> list[Quality]:
                 v["waiting"],
                 v["counts"],
                 metrics,
+                shadows,
             )
         )
     return out
+
+
+def _metrics(kind: str, scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float | None]:
+    return binary_metrics(scores, labels, threshold) if kind == BINARY else regression_metrics(scores, labels)
+
+
+def _shadow_quality(kind: str, threshold: float, got: Mapping[str, Any]) -> ShadowQuality:
+    pairs = got["pairs"]
+    candidate = np.asarray([p[0] for p in pairs], dtype=np.float64)
+    labels = np.asarray([p[2] for p in pairs], dtype=np.float64)
+    with_live = [p for p in pairs if p[1] is not None]
+    live = np.asarray([p[1] for p in with_live], dtype=np.float64)
+    live_labels = np.asarray([p[2] for p in with_live], dtype=np.float64)
+    return ShadowQuality(
+        str(got["target"]),
+        len(pairs),
+        _metrics(kind, candidate, labels, threshold),
+        _metrics(kind, live, live_labels, threshold),
+    )
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:

@@ -109,6 +109,15 @@ def render_table(report: MonitorReport) -> str:
             f"{q.pairs} labelled, {q.waiting} waiting; labels: {labels}"
         )
         lines.append(f"  {values}")
+        for name, shadow in sorted(q.shadows.items()):
+            target = f"node '{shadow.target}'" if shadow.target else "the live graph"
+            lines.append(
+                f"  shadow {name} on {shadow.pairs} labelled rows, against {target} on the same rows:"
+            )
+            for side, side_metrics in (("candidate", shadow.candidate), ("live", shadow.live)):
+                lines.append(
+                    f"    {side:<9} " + "  ".join(f"{k} {_num(v, 4)}" for k, v in side_metrics.items())
+                )
     for v in report.versions:
         lines.append(
             f"{v.graph} version {v.version}: {v.requests} requests counted, {v.dropped} dropped; "

@@ -309,11 +309,22 @@ def _quality_families(qualities: list[Quality]) -> Iterator[Metric]:
         "calibration_error (binary, at the graph's threshold); mae, rmse (regression)",
         labels=["graph", "version", "metric"],
     )
+    shadows = GaugeMetricFamily(
+        "engine_quality_shadow",
+        "Live quality of a shadow candidate (side=candidate) and of its live target on the same "
+        "labelled rows (side=live)",
+        labels=["graph", "version", "shadow", "side", "metric"],
+    )
     for q in qualities:
+        for name, shadow in q.shadows.items():
+            for side, numbers in (("candidate", shadow.candidate), ("live", shadow.live)):
+                for metric, value in numbers.items():
+                    if value is not None:
+                        shadows.add_metric([q.graph, q.version, name, side, metric], value)
         for outcome in OUTCOMES:
             labels.add_metric([q.graph, q.version, outcome], q.counts.get(outcome, 0))
         pairs.add_metric([q.graph, q.version], q.pairs)
         for name, value in q.metrics.items():
             if value is not None:
                 values.add_metric([q.graph, q.version, name], value)
-    yield from (labels, pairs, values)
+    yield from (labels, pairs, values, shadows)

@@ -7,6 +7,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +52,9 @@ def _one(row: dict[str, str]) -> list[triton.InferInput]:
 
 @pytest.fixture(scope="module")
 def server(example_graphs: Path) -> Iterator[ServerThread]:
-    with ServerThread(example_graphs, feature_sources=fraud.feature_sources()) as running:
+    # No admission limit (so no loop-lag shedding of shadows) and room for every shadow run.
+    settings = {"max_concurrency": 0, "shadow_queue": 2000}
+    with ServerThread(example_graphs, feature_sources=fraud.feature_sources(), **settings) as running:
         yield running
 
 
@@ -65,6 +68,15 @@ def test_labels_for_1000_requests_give_scikit_learns_auc(server: ServerThread, t
     client.close()
     labels = [int(r["is_fraud"]) for r in rows]
     assert 0 < sum(labels) < N  # both classes
+    n_high = sum(1 for r in rows if float(r["amount"]) > 1000)
+
+    def shadows_done() -> bool:
+        counters = server.server.dispatcher.comparisons.report().graphs["fraud"]["deep_v2"].counters
+        return counters.run + counters.shed + counters.errors + counters.timeouts >= n_high
+
+    deadline = time.monotonic() + 30
+    while not shadows_done() and time.monotonic() < deadline:  # shadows settle off the response path
+        time.sleep(0.05)
     file = tmp_path / "labels.csv"
     lines = ["request_id,is_fraud"] + [f"q-{k},{y}" for k, y in enumerate(labels)]
     lines += ["q-0,1", "nobody-served-this,0", "q-1,0.5"]  # a duplicate, an unknown id, an invalid label
@@ -95,7 +107,34 @@ def test_labels_for_1000_requests_give_scikit_learns_auc(server: ServerThread, t
         assert abs(quality["precision"] - precision_score(y, predicted)) < 1e-9
     assert abs(quality["recall"] - recall_score(y, predicted)) < 1e-9
     assert 0 <= quality["calibration_error"] <= 1
+    # The shadow candidate deep_v2 ran on the rows routed to deep (amount > 1000): its quality and
+    # deep's own on those labelled rows, against the models run by hand in onnxruntime.
+    shadow = quality["shadows"]["deep_v2"]
+    amount = np.array([[float(r["amount"])] for r in rows], np.float32)
+    high = amount[:, 0] > 1000
+    assert shadow["target"] == "deep" and 0 < shadow["pairs"] <= n_high == int(high.sum())
+    # Which rows ran depends on the shadow's 50 ms timeout on a busy machine: match each labelled
+    # pair to its row by the candidate's value, then check the numbers against scikit-learn.
+    txn = np.array([[float(r[f"txn.{c}"]) for c in ("ip_risk_score", "foreign_card", "hour")] for r in rows])
+    users = fraud.user_features(fraud.user_ids(*[r["user_id"] for r in rows]))
+    x = fraud.build_models().fraud_x(amount, np.concatenate([users, txn], axis=1))
+    by_hand = fraud._run(fraud.GRAPHS / "fraud" / "deep_v2.onnx", x)[:, 0]
+    deep = fraud._run(fraud.GRAPHS / "fraud" / "deep.onnx", x)[:, 0]
+    pairs = server.server.repository.get("fraud", "").quality.shadow_pairs["deep_v2"]
+    assert len(pairs) == shadow["pairs"]
+    matched_rows = []
+    for candidate, live, label in pairs:
+        row = int(np.argmin(np.abs(by_hand - candidate) + np.where(high, 0.0, 1e9)))
+        assert abs(by_hand[row] - candidate) < 1e-6 and abs(deep[row] - live) < 1e-6 and y[row] == label
+        matched_rows.append(row)
+    ran = np.array(matched_rows)
+    assert abs(shadow["candidate"]["auc"] - roc_auc_score(y[ran], by_hand[ran])) < 1e-6
+    assert abs(shadow["live"]["auc"] - roc_auc_score(y[ran], deep[ran])) < 1e-6
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics").read().decode()
+    assert (
+        'engine_quality_shadow{graph="fraud",metric="auc",shadow="deep_v2",side="candidate",version="1"}'
+        in metrics
+    )
     assert f'engine_feedback_labels_total{{graph="fraud",outcome="matched",version="1"}} {N}.0' in metrics
     assert 'engine_quality{graph="fraud",metric="auc",version="1"}' in metrics
 
