@@ -151,21 +151,39 @@ class QualityWindow:
         }
 
 
-def join_labels(windows: Sequence[QualityWindow], labels: Iterable[tuple[str, int, float]]) -> dict[str, int]:
-    """Join labels to whichever of one graph's versions served them; counts by outcome (ids no
-    version here served are ``unknown`` to this worker: another may have served them)."""
-    counts = dict.fromkeys(OUTCOMES, 0)
-    for request_id, row, label in labels:
+def join_labels(
+    windows: Sequence[QualityWindow], labels: Iterable[tuple[str, int, float]]
+) -> dict[str, list[int]]:
+    """Join labels to whichever of one graph's versions served them here. Returns the positions of
+    the labels by outcome (matched, duplicate, late); the rest this worker never served (another
+    may have: ``merge_feedback`` decides)."""
+    found: dict[str, list[int]] = {"matched": [], "duplicate": [], "late": []}
+    for position, (request_id, row, label) in enumerate(labels):
         if not math.isfinite(label):
-            counts["invalid"] += 1
             continue
-        outcome = ""
         for window in windows:
             outcome = window.join(request_id, row, label)
             if outcome:
                 window.counts[outcome] += 1
+                found[outcome].append(position)
                 break
-        counts[outcome or "unknown"] += 1
+    return found
+
+
+def merge_feedback(parts: Iterable[Mapping[str, Sequence[int]]], labels: int) -> dict[str, int]:
+    """One outcome per label over the workers' answers: matched if any worker matched it (a request
+    id served twice, e.g. a client retry on another worker, joins both predictions but counts as one
+    label), else duplicate, else late, else unknown."""
+    answers = list(parts)
+    status: dict[int, str] = {}
+    for outcome in ("late", "duplicate", "matched"):  # later ones win
+        for part in answers:
+            for position in part.get(outcome, ()):
+                status[int(position)] = outcome
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for outcome in status.values():
+        counts[outcome] += 1
+    counts["unknown"] = labels - len(status)
     return counts
 
 

@@ -21,7 +21,7 @@ from engine.errors import Diagnostic, FailedPrecondition, GraphInvalid, GraphNot
 from engine.execution.stats import GraphStats
 from engine.graph import check_graph
 from engine.graph.values.plan import NodeInfo
-from engine.monitoring.quality import BINARY, OUTCOMES
+from engine.monitoring.quality import BINARY, OUTCOMES, merge_feedback
 from engine.monitoring.report import MonitorReport, build_report
 from engine.monitoring.report import render_table as render_monitor_table
 from engine.repository import GraphRepository
@@ -192,13 +192,11 @@ class ServerAdmin:
             else:
                 seen.add((request_id, row))
                 valid.append([request_id, row, label])
-        here = {"invalid": counts["invalid"], "duplicate": counts["duplicate"]}
         answer = await self.control.broadcast("feedback", {"graph": graph, "labels": valid}, READ_TIMEOUT_S)
-        for part in answer.values():
-            for outcome in ("matched", "duplicate", "late"):
-                counts[outcome] += int(part[outcome])
-        joined = counts["matched"] + counts["late"] + counts["duplicate"] - here["duplicate"]
-        counts["unknown"] = here["unknown"] = len(valid) - joined
+        joined = merge_feedback(list(answer.values()), len(valid))
+        here = {"invalid": counts["invalid"], "duplicate": counts["duplicate"], "unknown": joined["unknown"]}
+        for outcome in ("matched", "duplicate", "late", "unknown"):
+            counts[outcome] += joined[outcome]
         for outcome, count in here.items():  # what only this worker saw, counted once for the server
             windows[0].counts[outcome] += count
         return counts

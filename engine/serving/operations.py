@@ -12,7 +12,7 @@ one answer a single process would give:
     index     {}                  -> every graph: state, versions, errors, fingerprints
     drift     {graph: "" | NAME}  -> every monitored version's live counts (``VersionDrift.state``)
     feedback  {graph, labels: [[id, row, label], ...]}
-                                  -> labels joined here, by outcome (``join_labels``)
+                                  -> positions of the labels joined here, by outcome (``join_labels``)
     quality   {graph: "" | NAME}  -> every version's joined pairs (``QualityWindow.state``)
 """
 
@@ -86,7 +86,7 @@ class ServerOperations:
                 found.append(drift.state())
         return found
 
-    def _feedback(self, args: Mapping[str, Any]) -> dict[str, int]:
+    def _feedback(self, args: Mapping[str, Any]) -> dict[str, list[int]]:
         windows = self.repository.quality_windows(str(args["graph"]))
         labels = ((str(i), int(r), float(v)) for i, r, v in args["labels"])
         return join_labels(windows, labels)
