@@ -181,3 +181,31 @@ def test_drift_counts_and_labels_add_up_across_two_workers(graphs: Path, tmp_pat
 def _hour_edges(graphs: Path) -> list[float]:
     profile = json.loads((graphs / "fraud" / "profile.json").read_text())
     return next(c["edges"] for c in profile["columns"] if c["name"] == "txn.hour")
+
+
+def test_a_profile_built_from_the_request_log_covers_what_was_served(graphs: Path, tmp_path: Path) -> None:
+    root = tmp_path / "graphs"
+    shutil.copytree(graphs, root)
+    (root / "fraud" / "profile.json").unlink()
+    logs = tmp_path / "logs"
+    settings = {"request_log": {"sink": "jsonl", "directory": str(logs)}}
+    data = _training()
+    with ServerThread(root, feature_sources=fraud.feature_sources(), **settings) as running:
+        client = triton.InferenceServerClient(running.url)
+        for k in range(20):  # 10 rows each: within the graph's logging max_tensor_elements (64)
+            client.infer("fraud", _request(data, np.arange(k * 10, k * 10 + 10)))
+        client.close()
+    run = subprocess.run(
+        [ENGINE, "profile", "build", str(root / "fraud"), "--from", str(logs), "--since", "1h"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "20 records" in run.stdout, run.stdout
+    profile = json.loads((root / "fraud" / "profile.json").read_text())
+    columns = {c["name"]: c for c in profile["columns"]}
+    assert {"amount", "txn.hour", "user.account_age_days", "ip_risk.prob", "outputs.score"} <= set(columns)
+    assert sum(columns["txn.hour"]["counts"]) == 200 and columns["amount"]["rows"] == 200
+    hours = data["txn.hour"][:200].astype(float)
+    assert columns["txn.hour"]["low"] == hours.min() and columns["txn.hour"]["high"] == hours.max()
