@@ -11,6 +11,7 @@ answers as one server (``engine.serving.control``, ``engine.serving.operations``
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,7 +152,27 @@ class ServerAdmin:
             raise GraphNotFound(graph, "")
         answer = await self.control.broadcast("shadows", {"graph": graph}, READ_TIMEOUT_S)
         report = merge_shadows(answer)
-        return ShadowReportText(report.to_json(), render_table(report))
+        quality = await self.control.broadcast("quality", {"graph": graph}, READ_TIMEOUT_S)
+        data, table = report.to_dict(), render_table(report)
+        labelled = [
+            (q, name, shadow) for q in merge_quality_states(quality) for name, shadow in q.shadows.items()
+        ]
+        if labelled:  # the candidates' live quality from label feedback (graphs with `quality:`)
+            data["quality"] = [
+                {"graph": q.graph, "version": q.version, "shadow": name, **shadow.to_dict()}
+                for q, name, shadow in labelled
+            ]
+            lines = [
+                "",
+                "live quality from labels (the candidate and its live target on the same labelled rows):",
+            ]
+            for q, name, shadow in labelled:
+                lines.append(f"  {q.graph} v{q.version} {name} ({shadow.pairs} rows)")
+                for side, numbers in (("candidate", shadow.candidate), ("live", shadow.live)):
+                    shown = "  ".join(f"{k} {'-' if v is None else f'{v:.4f}'}" for k, v in numbers.items())
+                    lines.append(f"    {side:<9} {shown}")
+            table += "\n".join(lines)
+        return ShadowReportText(json.dumps(data, sort_keys=True), table)
 
     async def monitor_report(self, graph: str = "") -> ShadowReportText:
         """``drift`` as JSON and as the table ``engine monitor report`` prints."""

@@ -130,6 +130,17 @@ def test_labels_for_1000_requests_give_scikit_learns_auc(server: ServerThread, t
     ran = np.array(matched_rows)
     assert abs(shadow["candidate"]["auc"] - roc_auc_score(y[ran], by_hand[ran])) < 1e-6
     assert abs(shadow["live"]["auc"] - roc_auc_score(y[ran], deep[ran])) < 1e-6
+    # ... and in the shadow report, beside the agreement numbers
+    shadow_report = subprocess.run(
+        [ENGINE, "shadow", "report", "fraud", "--url", server.url, "--format", "json"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    (entry,) = json.loads(shadow_report)["quality"]
+    assert entry["shadow"] == "deep_v2" and entry["candidate"]["auc"] == shadow["candidate"]["auc"]
+    table = subprocess.run(
+        [ENGINE, "shadow", "report", "fraud", "--url", server.url], capture_output=True, text=True, check=True
+    ).stdout
+    assert "live quality from labels" in table and f"fraud v1 deep_v2 ({shadow['pairs']} rows)" in table
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics").read().decode()
     assert (
         'engine_quality_shadow{graph="fraud",metric="auc",shadow="deep_v2",side="candidate",version="1"}'
