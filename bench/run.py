@@ -96,8 +96,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _request(model: str, tensors: dict[str, np.ndarray]) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name=model)
+def _request(model: str, tensors: dict[str, np.ndarray], request_id: str = "") -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name=model, id=request_id)
     for name, array in tensors.items():
         if array.dtype == object:  # BYTES: each element 4-byte little-endian length, then the bytes
             request.inputs.add(name=name, datatype="BYTES", shape=list(array.shape))
@@ -221,6 +221,20 @@ def scenarios(
             "engine-chain5", engine, _request("chain", {"x": x}), "engine, model + 4 chained expr nodes"
         ),
         Scenario("engine-fraud", engine, _request("fraud", fraud), "engine, fraud example (9 nodes, switch)"),
+        Scenario(
+            "engine-fraud-monitored",
+            engine,
+            _request("fraud", fraud, request_id="bench-1"),
+            "fraud with monitoring: drift on its profile.json (10 columns), contracts, label window",
+            (("ENGINE_MONITORING", "true"),),
+        ),
+        Scenario(
+            "engine-fraud-unmonitored",
+            engine,
+            _request("fraud", fraud, request_id="bench-1"),
+            "fraud with monitoring off (no drift counting; contracts and the label window stay)",
+            (("ENGINE_MONITORING", "false"),),
+        ),
         Scenario(
             "engine-fraud-trace100",
             engine,
@@ -490,6 +504,13 @@ def report(rows: list[dict]) -> str:
             if row is not None:
                 ratio = row["rps"] / mlp["rps"]
                 lines.append(f"  {name}: {row['rps']:,.0f}/s = {ratio:.2f}x, p99 {row['p99_ms']:.3f} ms")
+    on, off = pick("engine-fraud-monitored", hi), pick("engine-fraud-unmonitored", hi)
+    if on and off:
+        lines.append(
+            f"monitoring (drift) on vs off, fraud c={hi}: {on['rps'] / off['rps']:.2f}x the throughput "
+            f"(target >= 0.9x), server CPU/req {on['server_cpu_us_per_req']:.0f} vs "
+            f"{off['server_cpu_us_per_req']:.0f} µs"
+        )
     lines += batching.report_lines(rows)
     lines += shadows.report_lines(rows)
     lines += flood.report_lines(rows)

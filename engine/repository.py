@@ -38,10 +38,12 @@ from engine.execution import GraphStats, PlanRunner
 from engine.graph import CompiledGraph, find_graph_files, load_graph
 from engine.graph.compiling.redactions import with_derived_redactions
 from engine.graph.values.logging_policy import LoggingPolicy
+from engine.graph.values.plan import Plan
 from engine.interfaces import FeatureCatalog, RuntimeFactory
 from engine.monitoring.drift import VersionDrift
 from engine.monitoring.layout import plan_columns
 from engine.monitoring.profile import read_profile
+from engine.monitoring.quality import QualityConfig, QualityWindow
 from engine.shadow.compare import ShadowComparisons, ShadowConfig
 from engine.shadow.dispatch import GraphCandidate, ShadowBinding, ShadowDispatcher
 from engine.shadow.rules import parse_rules
@@ -73,6 +75,7 @@ class ServedGraph:
     models: dict[str, str]  # node -> sha256 of the model it runs
     checks_contracts: bool = False  # inputs or features fields carry ``contract:`` rules
     drift: VersionDrift | None = None  # live counts against the folder's profile.json (monitoring on)
+    quality: QualityWindow | None = None  # ``quality:``: predictions awaiting labels, joined pairs
 
     @property
     def name(self) -> str:
@@ -277,6 +280,19 @@ class GraphRepository:
             )
         return drift
 
+    def quality_windows(self, graph: str = "") -> list[QualityWindow]:
+        """Every served version's label window (of ``graph``, or all), newest version first."""
+        found = []
+        for entry in list(self._entries.values()):
+            if graph and entry.name != graph:
+                continue
+            for served in sorted(
+                entry.versions.values(), key=lambda s: -int(s.version) if s.version.isdigit() else 0
+            ):
+                if served.quality is not None:
+                    found.append(served.quality)
+        return found
+
     def drifts(self) -> list[VersionDrift]:
         """Every served version's drift counters."""
         return [
@@ -321,6 +337,7 @@ class GraphRepository:
             models={n.name: n.model_sha256 for n in plan.nodes if n.model_sha256},
             checks_contracts=bool(plan.contracts) or runner.has_contracts,
             drift=self._drift(graph, path.parent) if self.monitoring else None,
+            quality=_quality_window(graph, plan),
         )
         weakref.finalize(served, graph.close)
         return served
@@ -379,3 +396,13 @@ def _fingerprint(folder: Path, *, skip_numbered: bool) -> str:
 
 def _version_key(version: str) -> tuple[int, str]:
     return (int(version), "") if version.isdigit() else (-1, version)
+
+
+def _quality_window(graph: CompiledGraph, plan: Plan) -> QualityWindow | None:
+    spec = graph.spec.quality
+    if spec is None:
+        return None
+    index = next(i for i, out in enumerate(plan.outputs) if out.name == spec.output)
+    return QualityWindow(
+        graph.name, graph.version, QualityConfig(spec.output, index, spec.kind, spec.threshold)
+    )

@@ -33,6 +33,7 @@ from engine.config import ServeSettings
 from engine.errors import EngineError
 from engine.interfaces import RuntimeFactory
 from engine.monitoring.drift import COUNT_INTERVAL_S, DriftRow, drift_rows, merge_drift
+from engine.monitoring.quality import merge_quality
 from engine.observability.log_config import recorder_options, request_log_from_config
 from engine.observability.metrics import EngineSnapshot, MetricsServer
 from engine.observability.recorder import Recorder
@@ -442,6 +443,7 @@ class EngineServer:
             shadows=self._shadow_report(),
             shadow_pool={"in_flight": self.shadows.in_flight, "queued": self.shadows.queued},
             drift=self._drift_rows(),
+            quality=merge_quality([w.state() for w in self.repository.quality_windows()]),
         )
 
     def _drift_rows(self) -> list[DriftRow]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import time
@@ -123,6 +124,7 @@ def fraud_train(n: int = 3000, seed: int = 17) -> list[dict[str, object]]:
     label = rng.random(n) < 1 / (1 + np.exp(-logit))
     return [
         {
+            "request_id": f"t-{k + 1:05d}",
             "amount": round(float(amount[k]), 2),
             "user_id": users[int(pick[k])]["user_id"],
             "txn.ip_risk_score": round(float(ip[k]), 4),
@@ -411,6 +413,21 @@ DATA_FILES: dict[str, Callable[[], list[dict[str, object]]]] = {
 """The example feature stores' rows (static sources in graphs/engine.yaml); committed, rebuilt by --data."""
 
 
+def fraud_requests(n: int = 500) -> list[str]:
+    """The first ``n`` rows of ``fraud_train`` as V2 requests with their request ids (JSON Lines, the
+    loadtest ``jsonl`` source): traffic whose labels are in train.csv (docs/monitoring.md)."""
+    lines = []
+    for row in fraud_train()[:n]:
+        txn = [[row["txn.ip_risk_score"], row["txn.foreign_card"], row["txn.hour"]]]
+        inputs = {
+            "amount": {"datatype": "FP32", "shape": [1, 1], "data": [[row["amount"]]]},
+            "user_id": {"datatype": "BYTES", "shape": [1, 1], "data": [[row["user_id"]]]},
+            "txn": {"datatype": "FP32", "shape": [1, 3], "data": txn},
+        }
+        lines.append(json.dumps({"id": row["request_id"], "inputs": inputs}, separators=(",", ":")))
+    return lines
+
+
 def write_data(root: Path = ROOT, log: Callable[[str], None] = print) -> None:
     for relative, rows in DATA_FILES.items():
         records = rows()
@@ -418,6 +435,9 @@ def write_data(root: Path = ROOT, log: Callable[[str], None] = print) -> None:
         lines = [",".join(columns)] + [",".join(str(r[c]) for c in columns) for r in records]
         _write(root / relative, ("\n".join(lines) + "\n").encode())
         log(f"wrote       {relative} ({len(records)} rows)")
+    requests = fraud_requests()
+    _write(root / "graphs/fraud/requests.jsonl", ("\n".join(requests) + "\n").encode())
+    log(f"wrote       graphs/fraud/requests.jsonl ({len(requests)} requests)")
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -169,7 +169,8 @@ def _replayed(source: Source, graph: str, version: str, metadata: pb.ModelMetada
                 continue
             tensors = {name: _tensor(where, name, raw) for name, raw in record["inputs"].items()}
             _check_against(where, tensors, declared, graph)
-            payloads.append(encode_request(graph, version, tensors))
+            request_id = record.get("id")  # kept: labels (engine feedback load) join by it
+            payloads.append(encode_request(graph, version, tensors, str(request_id) if request_id else ""))
     if not payloads:
         raise SourceError(
             f"{source.path}: no requests for graph '{graph}' (skipped {skipped} of other graphs)"
@@ -233,8 +234,8 @@ def _check_against(
 
 
 # -- encoding ----------------------------------------------------------------------------------
-def encode_request(graph: str, version: str, tensors: Mapping[str, Tensor]) -> bytes:
-    request = pb.ModelInferRequest(model_name=graph, model_version=version)
+def encode_request(graph: str, version: str, tensors: Mapping[str, Tensor], request_id: str = "") -> bytes:
+    request = pb.ModelInferRequest(model_name=graph, model_version=version, id=request_id)
     for name, (datatype, array) in tensors.items():
         request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
         request.raw_input_contents.append(_raw(datatype, array))

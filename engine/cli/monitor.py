@@ -1,8 +1,10 @@
-"""``engine profile build`` (reference profiles) and ``engine monitor report`` (drift from a server).
+"""``engine profile build`` (reference profiles), ``engine monitor report`` (drift and live quality
+from a server) and ``engine feedback load`` (labels for earlier predictions).
 
     engine profile build graphs/fraud --data train.csv        # run the graph over training data
     engine profile build graphs/fraud --from logs/ --since 1d # or profile what it served
     engine monitor report fraud [--format json] [--plots DIR] # ask a running server
+    engine feedback load labels.csv --graph fraud --id request_id --label is_fraud
 
 ``--data`` (CSV or Parquet) needs a column per monitored input column: ``amount``, ``user_id``,
 ``txn.ip_risk_score``... (a contract's column names, else ``txn[0]``); the graph is loaded here
@@ -55,6 +57,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_connection_arguments(report)
     report.set_defaults(run=_report)
     monitor.set_defaults(run=lambda args: _usage(monitor))
+
+    feedback = sub.add_parser("feedback", help="ground truth for earlier predictions (live quality)")
+    factions = feedback.add_subparsers(metavar="ACTION")
+    load = factions.add_parser("load", help="send labels from a CSV/Parquet file to a running server")
+    load.add_argument("file", type=Path)
+    load.add_argument("--graph", required=True, help="the graph the predictions came from")
+    load.add_argument("--id", dest="id_column", required=True, help="the column holding request ids")
+    load.add_argument("--label", dest="label_column", required=True, help="the column holding the truth")
+    load.add_argument("--row", dest="row_column", help="the column holding the row of a multi-row request")
+    add_connection_arguments(load)
+    load.set_defaults(run=_feedback)
+    feedback.set_defaults(run=lambda args: _usage(feedback))
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -260,6 +274,66 @@ def _array(tensor: Mapping[str, Any]) -> np.ndarray | None:
         ]
         return np.array(flat, dtype=object).reshape(tensor["shape"])
     return np.asarray(tensor["data"], dtype=np.float64).reshape(tensor["shape"])
+
+
+# -- feedback load -----------------------------------------------------------------------------
+FEEDBACK_CHUNK = 5000
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    from engine.protocol.client import RemoteError
+    from engine.protocol.generated.engine.v1 import engine_pb2 as epb
+
+    try:
+        table = _table(args.file)
+    except (OSError, ValueError) as exc:
+        print(f"engine feedback load: {exc}", file=sys.stderr)
+        return 2
+    for column in (args.id_column, args.label_column, args.row_column):
+        if column is not None and column not in table:
+            print(f"engine feedback load: {args.file.name} has no column {column!r}", file=sys.stderr)
+            return 2
+    ids = [_text(v) for v in table[args.id_column]]
+    values = table[args.label_column]
+    rows = table[args.row_column] if args.row_column else [0] * len(ids)
+    totals = {"matched": 0, "duplicate": 0, "late": 0, "unknown": 0, "invalid": 0}
+    client = connect(args)
+    try:
+        for start in range(0, len(ids), FEEDBACK_CHUNK):
+            labels = [
+                epb.Label(request_id=i, row=int(float(r)), value=_number(v))
+                for i, r, v in zip(
+                    ids[start : start + FEEDBACK_CHUNK],
+                    rows[start : start + FEEDBACK_CHUNK],
+                    values[start : start + FEEDBACK_CHUNK],
+                    strict=True,
+                )
+            ]
+            response = client.admin(
+                "Feedback", epb.FeedbackRequest(graph=args.graph, labels=labels), epb.FeedbackResponse
+            )
+            for key in totals:
+                totals[key] += getattr(response, key)
+    except RemoteError as exc:
+        print(f"engine feedback load: {exc.code}: {exc.details}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(f"{len(ids)} labels sent to {args.graph}: " + ", ".join(f"{v} {k}" for k, v in totals.items()))
+    return 0
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")  # counted as invalid by the server
 
 
 # -- monitor report ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.monitoring.drift import DriftRow, DriftState, drift_rows
 from engine.monitoring.profile import Profile
+from engine.monitoring.quality import Quality
 
 PSI_MODERATE = 0.1
 PSI_SHIFTED = 0.25
@@ -41,6 +42,7 @@ class VersionSummary:
 class MonitorReport:
     versions: tuple[VersionSummary, ...]
     rows: tuple[DriftRow, ...]
+    quality: tuple[Quality, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,13 +61,16 @@ class MonitorReport:
                 for v in self.versions
             ],
             "drift": [{**row.to_dict(), "verdict": verdict(row.psi)} for row in self.rows],
+            "quality": [q.to_dict() for q in self.quality],
         }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
 
 
-def build_report(states: Sequence[DriftState], profiles: Mapping[tuple[str, str], Profile]) -> MonitorReport:
+def build_report(
+    states: Sequence[DriftState], profiles: Mapping[tuple[str, str], Profile], quality: Sequence[Quality] = ()
+) -> MonitorReport:
     """The report of the merged ``states`` (versions without a profile here are left out)."""
     versions, rows = [], []
     for state in states:
@@ -84,7 +89,7 @@ def build_report(states: Sequence[DriftState], profiles: Mapping[tuple[str, str]
             )
         )
         rows.extend(drift_rows(state, profile))
-    return MonitorReport(tuple(versions), tuple(rows))
+    return MonitorReport(tuple(versions), tuple(rows), tuple(quality))
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -93,9 +98,26 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 def render_table(report: MonitorReport) -> str:
     """One line per version, then one per column and window."""
-    if not report.versions:
+    if not report.versions and not report.quality:
         return "no monitored graph (a graph is monitored when its folder has a profile.json)"
     lines = []
+    for q in report.quality:
+        labels = ", ".join(f"{n} {c}" for n, c in q.counts.items())
+        values = "  ".join(f"{k} {_num(v, 4)}" for k, v in q.metrics.items())
+        lines.append(
+            f"{q.graph} version {q.version} quality of '{q.output}' ({q.kind}, threshold {q.threshold:g}): "
+            f"{q.pairs} labelled, {q.waiting} waiting; labels: {labels}"
+        )
+        lines.append(f"  {values}")
+        for name, shadow in sorted(q.shadows.items()):
+            target = f"node '{shadow.target}'" if shadow.target else "the live graph"
+            lines.append(
+                f"  shadow {name} on {shadow.pairs} labelled rows, against {target} on the same rows:"
+            )
+            for side, side_metrics in (("candidate", shadow.candidate), ("live", shadow.live)):
+                lines.append(
+                    f"    {side:<9} " + "  ".join(f"{k} {_num(v, 4)}" for k, v in side_metrics.items())
+                )
     for v in report.versions:
         lines.append(
             f"{v.graph} version {v.version}: {v.requests} requests counted, {v.dropped} dropped; "

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from engine.execution.stats import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S, GraphStats, Histogram
 from engine.interfaces import FEATURE_STATUS_NAMES
 from engine.monitoring.drift import DriftRow
+from engine.monitoring.quality import OUTCOMES, Quality
 from engine.shadow.report import ShadowReport
 
 _LE = [*(f"{b:g}" for b in LATENCY_BUCKETS_S), "+Inf"]
@@ -48,6 +49,7 @@ class EngineSnapshot:
     shadows: ShadowReport | None = None  # every shadow's numbers so far (engine.shadow)
     shadow_pool: Mapping[str, int] = field(default_factory=dict)  # in_flight / queued
     drift: list[DriftRow] = field(default_factory=list)  # this process's drift per column and window
+    quality: list[Quality] = field(default_factory=list)  # this process's live quality per version
     extra: list[Metric] = field(default_factory=list)  # families other parts contribute
 
 
@@ -201,6 +203,8 @@ class EngineCollector(Collector):
             yield from _shadow_families(snap.shadows, snap.shadow_pool)
         if snap.drift:
             yield from _drift_families(snap.drift)
+        if snap.quality:
+            yield from _quality_families(snap.quality)
         yield from snap.extra
 
 
@@ -328,3 +332,43 @@ def _drift_families(rows: list[DriftRow]) -> Iterator[Metric]:
                 family.add_metric(key, value)
     yield from families.values()
     yield counted
+
+
+def _quality_families(qualities: list[Quality]) -> Iterator[Metric]:
+    """Live quality per graph version from labelled predictions, and the labels by outcome."""
+    labels = CounterMetricFamily(
+        "engine_feedback_labels",
+        "Labels received (Feedback), by outcome: matched, duplicate, late (the prediction had left the "
+        "window), unknown (no such request id), invalid",
+        labels=["graph", "version", "outcome"],
+    )
+    pairs = GaugeMetricFamily(
+        "engine_quality_labelled",
+        "Predictions with a label (the pairs quality is computed on)",
+        labels=["graph", "version"],
+    )
+    values = GaugeMetricFamily(
+        "engine_quality",
+        "Live quality over labelled predictions: auc, log_loss, accuracy, precision, recall, "
+        "calibration_error (binary, at the graph's threshold); mae, rmse (regression)",
+        labels=["graph", "version", "metric"],
+    )
+    shadows = GaugeMetricFamily(
+        "engine_quality_shadow",
+        "Live quality of a shadow candidate (side=candidate) and of its live target on the same "
+        "labelled rows (side=live)",
+        labels=["graph", "version", "shadow", "side", "metric"],
+    )
+    for q in qualities:
+        for name, shadow in q.shadows.items():
+            for side, numbers in (("candidate", shadow.candidate), ("live", shadow.live)):
+                for metric, value in numbers.items():
+                    if value is not None:
+                        shadows.add_metric([q.graph, q.version, name, side, metric], value)
+        for outcome in OUTCOMES:
+            labels.add_metric([q.graph, q.version, outcome], q.counts.get(outcome, 0))
+        pairs.add_metric([q.graph, q.version], q.pairs)
+        for name, value in q.metrics.items():
+            if value is not None:
+                values.add_metric([q.graph, q.version, name], value)
+    yield from (labels, pairs, values, shadows)

@@ -184,6 +184,13 @@ class AdminService:
         report = await self.admin.monitor_report(request.graph)
         return epb.MonitorReportResponse(json=report.json, table=report.table)
 
+    async def feedback(self, request: epb.FeedbackRequest, context: Context) -> epb.FeedbackResponse:
+        if not request.graph:
+            raise InvalidRequest("Feedback needs 'graph'")
+        labels = [(label.request_id, label.row, label.value) for label in request.labels]
+        counts = await self.admin.feedback(request.graph, labels)
+        return epb.FeedbackResponse(**counts)
+
     def handler(self) -> grpc.GenericRpcHandler:
         return generic_handler(
             SERVICE,
@@ -195,6 +202,7 @@ class AdminService:
                 "ReloadGraphs": (self.reload_graphs, epb.ReloadGraphsRequest),
                 "ShadowReport": (self.shadow_report, epb.ShadowReportRequest),
                 "MonitorReport": (self.monitor_report, epb.MonitorReportRequest),
+                "Feedback": (self.feedback, epb.FeedbackRequest),
             },
             self.options.limits,
             self.options.guard,

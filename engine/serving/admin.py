@@ -11,14 +11,18 @@ answers as one server (``engine.serving.control``, ``engine.serving.operations``
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from engine.errors import Diagnostic, GraphInvalid, GraphNotFound, PermissionDenied
+from engine.errors import Diagnostic, FailedPrecondition, GraphInvalid, GraphNotFound, PermissionDenied
 from engine.execution.stats import GraphStats
 from engine.graph import check_graph
 from engine.graph.values.plan import NodeInfo
+from engine.monitoring.quality import BINARY, OUTCOMES, merge_feedback
 from engine.monitoring.report import MonitorReport, build_report
 from engine.monitoring.report import render_table as render_monitor_table
 from engine.repository import GraphRepository
@@ -26,6 +30,7 @@ from engine.serving.control import ControlPlane
 from engine.serving.operations import (
     merge_drift_states,
     merge_index,
+    merge_quality_states,
     merge_reload,
     merge_shadows,
     merge_statistics,
@@ -147,7 +152,27 @@ class ServerAdmin:
             raise GraphNotFound(graph, "")
         answer = await self.control.broadcast("shadows", {"graph": graph}, READ_TIMEOUT_S)
         report = merge_shadows(answer)
-        return ShadowReportText(report.to_json(), render_table(report))
+        quality = await self.control.broadcast("quality", {"graph": graph}, READ_TIMEOUT_S)
+        data, table = report.to_dict(), render_table(report)
+        labelled = [
+            (q, name, shadow) for q in merge_quality_states(quality) for name, shadow in q.shadows.items()
+        ]
+        if labelled:  # the candidates' live quality from label feedback (graphs with `quality:`)
+            data["quality"] = [
+                {"graph": q.graph, "version": q.version, "shadow": name, **shadow.to_dict()}
+                for q, name, shadow in labelled
+            ]
+            lines = [
+                "",
+                "live quality from labels (the candidate and its live target on the same labelled rows):",
+            ]
+            for q, name, shadow in labelled:
+                lines.append(f"  {q.graph} v{q.version} {name} ({shadow.pairs} rows)")
+                for side, numbers in (("candidate", shadow.candidate), ("live", shadow.live)):
+                    shown = "  ".join(f"{k} {'-' if v is None else f'{v:.4f}'}" for k, v in numbers.items())
+                    lines.append(f"    {side:<9} {shown}")
+            table += "\n".join(lines)
+        return ShadowReportText(json.dumps(data, sort_keys=True), table)
 
     async def monitor_report(self, graph: str = "") -> ShadowReportText:
         """``drift`` as JSON and as the table ``engine monitor report`` prints."""
@@ -160,7 +185,42 @@ class ServerAdmin:
             raise GraphNotFound(graph, "")
         answer = await self.control.broadcast("drift", {"graph": graph}, READ_TIMEOUT_S)
         profiles = {(d.graph, d.version): d.profile for d in self.repository.drifts()}
-        return build_report(merge_drift_states(answer), profiles)
+        quality = await self.control.broadcast("quality", {"graph": graph}, READ_TIMEOUT_S)
+        return build_report(merge_drift_states(answer), profiles, merge_quality_states(quality))
+
+    async def feedback(self, graph: str, labels: Sequence[tuple[str, int, float]]) -> dict[str, int]:
+        """Attach ground truth to earlier predictions of ``graph`` by request id (and row), on every
+        worker: the one that served a request joins its label. Returns the labels by outcome:
+        matched, duplicate (labelled before, or twice here), late (the prediction left the window),
+        unknown (no worker served that id, or it had none), invalid (not a finite number; binary
+        graphs: not 0 or 1)."""
+        windows = self.repository.quality_windows(graph) if self._known(graph) else None
+        if windows is None:
+            raise GraphNotFound(graph, "")
+        if not windows:
+            raise FailedPrecondition(
+                f"graph '{graph}' takes no labels: give it 'quality: {{output: NAME}}' (docs/monitoring.md)"
+            )
+        binary = windows[0].config.kind == BINARY
+        counts = dict.fromkeys(OUTCOMES, 0)
+        seen: set[tuple[str, int]] = set()
+        valid: list[list[Any]] = []
+        for request_id, row, label in labels:
+            if not math.isfinite(label) or (binary and label not in (0.0, 1.0)) or not request_id:
+                counts["invalid"] += 1
+            elif (request_id, row) in seen:
+                counts["duplicate"] += 1
+            else:
+                seen.add((request_id, row))
+                valid.append([request_id, row, label])
+        answer = await self.control.broadcast("feedback", {"graph": graph, "labels": valid}, READ_TIMEOUT_S)
+        joined = merge_feedback(list(answer.values()), len(valid))
+        here = {"invalid": counts["invalid"], "duplicate": counts["duplicate"], "unknown": joined["unknown"]}
+        for outcome in ("matched", "duplicate", "late", "unknown"):
+            counts[outcome] += joined[outcome]
+        for outcome, count in here.items():  # what only this worker saw, counted once for the server
+            windows[0].counts[outcome] += count
+        return counts
 
     async def index(self, *, ready_only: bool = False) -> list[IndexRow]:
         answer = await self.control.broadcast("index", {}, READ_TIMEOUT_S)

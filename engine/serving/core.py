@@ -16,6 +16,7 @@ and no HTTP.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -155,14 +156,17 @@ class InferenceCore:
         recorder = self.recorder if policy.enabled else None
         log: EventLog | None = None
         mirrors = self.repository.mirrors_of(served.name) if self.dispatcher is not None else ()
-        shadows = (
-            RequestShadows() if recorder is not None and (mirrors or served.runner.has_shadows) else None
-        )
+        quality = served.quality
+        has_shadows = bool(mirrors) or served.runner.has_shadows
+        shadows = RequestShadows() if has_shadows and (recorder is not None or quality is not None) else None
         live = None
         flags: list[Violation] | None = None
         try:
             plan = served.graph.plan
             inputs = call.decode(plan.inputs, plan.outputs)
+            if shadows is not None and quality is not None and call.request_id:  # candidates' quality
+                rows = int(inputs[plan.batch_inputs[0]].shape[0]) if plan.batch_inputs else 1
+                shadows.listener = functools.partial(quality.on_shadow, call.request_id, rows)
             if served.checks_contracts:  # the graph's data contracts, on the decoded inputs
                 flags = []
                 if plan.contracts:
@@ -190,6 +194,8 @@ class InferenceCore:
                 tap=served.drift.tap if served.drift is not None else None,
             )
             t2 = time.perf_counter_ns()
+            if quality is not None and (prediction := outputs[quality.config.output_index]) is not None:
+                quality.remember(call.request_id, prediction)  # awaits its label (Feedback)
             if live is not None:
                 named = {n: a for n, a in zip(served.output_names, outputs, strict=True) if a is not None}
                 live.set_result(LiveResult(named, t2 - t1))

@@ -11,6 +11,9 @@ one answer a single process would give:
     shadows   {graph: "" | NAME}  -> the shadow comparisons' state (``ShadowComparisons.state``)
     index     {}                  -> every graph: state, versions, errors, fingerprints
     drift     {graph: "" | NAME}  -> every monitored version's live counts (``VersionDrift.state``)
+    feedback  {graph, labels: [[id, row, label], ...]}
+                                  -> positions of the labels joined here, by outcome (``join_labels``)
+    quality   {graph: "" | NAME}  -> every version's joined pairs (``QualityWindow.state``)
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from engine.execution.stats import GraphStats, merge_stats
 from engine.monitoring.drift import DriftState, merge_drift
+from engine.monitoring.quality import Quality, join_labels, merge_quality
 from engine.repository import GraphRepository
 from engine.serving.control import Answer
 from engine.serving.views import GraphSummary, IndexRow, ReloadOutcome, version_key
@@ -51,6 +55,10 @@ class ServerOperations:
             return self._index()
         if op == "drift":
             return self._drift(str(args.get("graph", "")))
+        if op == "feedback":
+            return self._feedback(args)
+        if op == "quality":
+            return [w.state() for w in self.repository.quality_windows(str(args.get("graph", "")))]
         raise ValueError(f"unknown control operation {op!r}")
 
     async def _reload(self, names: list[str]) -> dict[str, Any]:
@@ -77,6 +85,11 @@ class ServerOperations:
                 drift.count()  # what is queued, so the answer includes the latest requests
                 found.append(drift.state())
         return found
+
+    def _feedback(self, args: Mapping[str, Any]) -> dict[str, list[int]]:
+        windows = self.repository.quality_windows(str(args["graph"]))
+        labels = ((str(i), int(r), float(v)) for i, r, v in args["labels"])
+        return join_labels(windows, labels)
 
     def _index(self) -> list[dict[str, Any]]:
         return [
@@ -145,6 +158,11 @@ def merge_statistics(answer: Answer) -> list[GraphStats]:
 def merge_drift_states(answer: Answer) -> list[DriftState]:
     """Every monitored version's live counts, summed over the workers minute by minute."""
     return merge_drift(state for states in answer.values() for state in states)
+
+
+def merge_quality_states(answer: Answer) -> list[Quality]:
+    """Every version's joined pairs over the workers: quality computed on all of them."""
+    return merge_quality(state for states in answer.values() for state in states)
 
 
 def merge_shadows(answer: Answer) -> ShadowReport:

@@ -57,10 +57,12 @@ class ShadowOutcome:
 class RequestShadows:
     """Collects one request's outcomes; ``settled`` waits (bounded) for those still running."""
 
-    def __init__(self) -> None:
+    def __init__(self, listener: Callable[[ShadowOutcome], None] | None = None) -> None:
         self.outcomes: dict[str, ShadowOutcome] = {}
         self._running: dict[str, str] = {}  # shadow -> target, admitted and not settled yet
         self._done: asyncio.Event | None = None
+        self.listener = listener  # told every outcome as it settles (live quality of candidates)
+        self.listener_errors = 0
 
     @property
     def pending(self) -> int:
@@ -73,6 +75,11 @@ class RequestShadows:
 
     def settle(self, outcome: ShadowOutcome, was_pending: bool = True) -> None:
         self.outcomes[outcome.shadow] = outcome
+        if self.listener is not None:
+            try:
+                self.listener(outcome)
+            except Exception:  # a secondary concern: never into the shadow pool
+                self.listener_errors += 1
         settled_one = was_pending and self._running.pop(outcome.shadow, None) is not None
         if settled_one and not self._running and self._done is not None:
             self._done.set()

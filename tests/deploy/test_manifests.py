@@ -38,6 +38,13 @@ METRICS = {
     "engine_shadow_requests_total",
     "engine_shadow_rows_total",
     "engine_shadow_rows_agree_total",
+    "engine_contract_violations_total",
+    "engine_drift_psi",
+    "engine_drift_rows",
+    "engine_drift_nan_share",
+    "engine_drift_out_of_range_share",
+    "engine_quality",
+    "engine_quality_labelled",
 }
 
 

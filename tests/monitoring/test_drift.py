@@ -128,7 +128,7 @@ def test_monitor_report_prints_a_table_json_and_plots(server: ServerThread, tmp_
     assert "fraud-1-txn.hour.png" in plots and len(plots) == len(as_json["drift"]) // 2
 
 
-def test_drift_counts_add_up_across_two_workers(graphs: Path) -> None:
+def test_drift_counts_and_labels_add_up_across_two_workers(graphs: Path, tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
     parent = EngineProcess(
         str(graphs), "--workers", "2", "--port", str(port), "--metrics-port", str(metrics_port)
@@ -139,7 +139,7 @@ def test_drift_counts_add_up_across_two_workers(graphs: Path) -> None:
         sent = 0
         for k in range(24):  # a fresh connection each: the kernel spreads them over both workers
             client = triton.InferenceServerClient(f"127.0.0.1:{port}")
-            client.infer("fraud", _request(data, np.arange(k * 10, k * 10 + 10)))
+            client.infer("fraud", _request(data, np.arange(k * 10, k * 10 + 10)), request_id=f"w-{k}")
             client.close()
             sent += 10
         run = subprocess.run(
@@ -164,6 +164,16 @@ def test_drift_counts_add_up_across_two_workers(graphs: Path) -> None:
         per_worker = {w: float(v) for w, v in re.findall(pattern, metrics)}
         assert len(per_worker) == 2 and all(v > 0 for v in per_worker.values()), per_worker
         assert sum(per_worker.values()) == sent
+        # labels reach the worker that served each prediction, whichever worker receives them
+        labels = tmp_path / "labels.csv"
+        lines = [f"w-{k},{r},{data['is_fraud'][k * 10 + r]}" for k in range(24) for r in range(10)]
+        labels.write_text("id,row,label\n" + "\n".join(lines) + "\nw-0,0,1\n")
+        run = subprocess.run(
+            [ENGINE, "feedback", "load", str(labels), "--graph", "fraud", "--id", "id", "--label", "label",
+             "--row", "row", "--url", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert f"{sent} matched, 1 duplicate, 0 late, 0 unknown, 0 invalid" in run.stdout, run.stdout
     finally:
         parent.stop()
 
@@ -171,3 +181,31 @@ def test_drift_counts_add_up_across_two_workers(graphs: Path) -> None:
 def _hour_edges(graphs: Path) -> list[float]:
     profile = json.loads((graphs / "fraud" / "profile.json").read_text())
     return next(c["edges"] for c in profile["columns"] if c["name"] == "txn.hour")
+
+
+def test_a_profile_built_from_the_request_log_covers_what_was_served(graphs: Path, tmp_path: Path) -> None:
+    root = tmp_path / "graphs"
+    shutil.copytree(graphs, root)
+    (root / "fraud" / "profile.json").unlink()
+    logs = tmp_path / "logs"
+    settings = {"request_log": {"sink": "jsonl", "directory": str(logs)}}
+    data = _training()
+    with ServerThread(root, feature_sources=fraud.feature_sources(), **settings) as running:
+        client = triton.InferenceServerClient(running.url)
+        for k in range(20):  # 10 rows each: within the graph's logging max_tensor_elements (64)
+            client.infer("fraud", _request(data, np.arange(k * 10, k * 10 + 10)))
+        client.close()
+    run = subprocess.run(
+        [ENGINE, "profile", "build", str(root / "fraud"), "--from", str(logs), "--since", "1h"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "20 records" in run.stdout, run.stdout
+    profile = json.loads((root / "fraud" / "profile.json").read_text())
+    columns = {c["name"]: c for c in profile["columns"]}
+    assert {"amount", "txn.hour", "user.account_age_days", "ip_risk.prob", "outputs.score"} <= set(columns)
+    assert sum(columns["txn.hour"]["counts"]) == 200 and columns["amount"]["rows"] == 200
+    hours = data["txn.hour"][:200].astype(float)
+    assert columns["txn.hour"]["low"] == hours.min() and columns["txn.hour"]["high"] == hours.max()

@@ -17,10 +17,22 @@ from engine.graph.reading.nodes_reader import NodeReader
 from engine.graph.reading.reader import Reader, describe
 from engine.graph.reading.shadow_reader import read_shadow_of
 from engine.graph.reading.source import SourceDoc, YamlPath
-from engine.graph.values.diagnostics import Pos, Report
-from engine.graph.values.spec import GraphSpec, InputSpec, NodeSpec, OutputSpec
+from engine.graph.values.diagnostics import Pos, Report, did_you_mean, one_of
+from engine.graph.values.spec import GraphSpec, InputSpec, NodeSpec, OutputSpec, QualitySpec
 
-TOP_KEYS = ("graph", "version", "description", "inputs", "nodes", "outputs", "logging", "shadow_of")
+TOP_KEYS = (
+    "graph",
+    "version",
+    "description",
+    "inputs",
+    "nodes",
+    "outputs",
+    "logging",
+    "shadow_of",
+    "quality",
+)
+QUALITY_KEYS = ("output", "kind", "threshold")
+QUALITY_KINDS = ("binary", "regression")
 INPUT_KEYS = ("datatype", "shape", "description", "contract")
 MAX_DIM = 2**31 - 1
 """The largest fixed dimension a declared shape may name (requests are further bounded by max_elements)."""
@@ -61,6 +73,7 @@ def read_graph(
     shadow_of = (
         read_shadow_of(reader, top["shadow_of"], [o.name for o in outputs]) if "shadow_of" in top else None
     )
+    quality = _quality(reader, top["quality"], outputs) if "quality" in top else None
     if shadow_of is not None and shadow_of.graph == name:
         reader.error(shadow_of.pos, f"graph '{name}' cannot be a shadow of itself")
     return GraphSpec(
@@ -75,7 +88,48 @@ def read_graph(
         blocked_inputs=frozenset(blocked_inputs),
         logging=logging,
         shadow_of=shadow_of,
+        quality=quality,
     )
+
+
+def _quality(reader: Reader, raw: Any, outputs: list[OutputSpec]) -> QualitySpec | None:
+    """``quality: {output: score, kind: binary, threshold: 0.5}``."""
+    path: YamlPath = ("quality",)
+    body = reader.mapping(raw, path, "'quality' (e.g. {output: score, threshold: 0.5})")
+    if body is None:
+        return None
+    reader.check_keys(body, path, QUALITY_KEYS, "'quality'")
+    if "output" not in body:
+        reader.error(
+            reader.at.key(path), "'quality' needs 'output' (the served output labels are compared with)"
+        )
+        return None
+    output = reader.text(body["output"], (*path, "output"), "'output'")
+    names = [o.name for o in outputs]
+    if output is not None and output not in names:
+        hint = did_you_mean(output, names) or f" (outputs: {', '.join(names)})"
+        reader.error(
+            reader.at.text((*path, "output")), f"'quality' names output '{output}', not served{hint}"
+        )
+        return None
+    kind = body.get("kind", "binary")
+    if kind not in QUALITY_KINDS:
+        reader.error(
+            reader.at.text((*path, "kind")), f"'kind' must be {one_of(QUALITY_KINDS)}, got {describe(kind)}"
+        )
+        return None
+    threshold = body.get("threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        reader.error(
+            reader.at.value((*path, "threshold")), f"'threshold' must be a number, got {describe(threshold)}"
+        )
+        return None
+    if kind == "regression" and "threshold" in body:
+        reader.error(reader.at.key((*path, "threshold")), "'threshold' applies to kind: binary")
+        return None
+    if output is None:
+        return None
+    return QualitySpec(output, str(kind), float(threshold), reader.at.key(path))
 
 
 def _graph_name(reader: Reader, top: dict[str, Any], default_name: str) -> str:

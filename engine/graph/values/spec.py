@@ -219,6 +219,16 @@ class ShadowOf:
 
 
 @dataclass(frozen=True, slots=True)
+class QualitySpec:
+    """``quality:``: the served output labels are compared with (``engine.monitoring.quality``)."""
+
+    output: str
+    kind: str = "binary"  # binary (a probability, threshold) | regression
+    threshold: float = 0.5
+    pos: Pos = field(default_factory=lambda: Pos(1, 1))
+
+
+@dataclass(frozen=True, slots=True)
 class GraphSpec:
     name: str
     version: str
@@ -231,6 +241,7 @@ class GraphSpec:
     blocked_inputs: frozenset[str] = frozenset()  # inputs that failed to read, likewise
     logging: LoggingPolicy = OFF  # the request-log policy (``logging:``); off by default
     shadow_of: ShadowOf | None = None  # this graph mirrors another graph's requests
+    quality: QualitySpec | None = None  # label feedback: which output is the prediction
 
     def node(self, name: str) -> NodeSpec | None:
         return next((n for n in self.nodes if n.common.name == name), None)

@@ -270,3 +270,35 @@ class MonitorReportResponse(_message.Message):
     json: str
     table: str
     def __init__(self, json: _Optional[str] = ..., table: _Optional[str] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("graph", "labels")
+    GRAPH_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    graph: str
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    def __init__(self, graph: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+
+class Label(_message.Message):
+    __slots__ = ("request_id", "row", "value")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    row: int
+    value: float
+    def __init__(self, request_id: _Optional[str] = ..., row: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("matched", "duplicate", "late", "unknown", "invalid")
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    LATE_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    INVALID_FIELD_NUMBER: _ClassVar[int]
+    matched: int
+    duplicate: int
+    late: int
+    unknown: int
+    invalid: int
+    def __init__(self, matched: _Optional[int] = ..., duplicate: _Optional[int] = ..., late: _Optional[int] = ..., unknown: _Optional[int] = ..., invalid: _Optional[int] = ...) -> None: ...

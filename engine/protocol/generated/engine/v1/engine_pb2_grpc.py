@@ -69,6 +69,11 @@ class EngineStub:
                 request_serializer=engine_dot_v1_dot_engine__pb2.MonitorReportRequest.SerializeToString,
                 response_deserializer=engine_dot_v1_dot_engine__pb2.MonitorReportResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/engine.v1.Engine/Feedback',
+                request_serializer=engine_dot_v1_dot_engine__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=engine_dot_v1_dot_engine__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class EngineServicer:
@@ -123,6 +128,13 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Ground truth for earlier predictions, by request id: joined on the worker that served each.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +172,11 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.MonitorReport,
                     request_deserializer=engine_dot_v1_dot_engine__pb2.MonitorReportRequest.FromString,
                     response_serializer=engine_dot_v1_dot_engine__pb2.MonitorReportResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=engine_dot_v1_dot_engine__pb2.FeedbackRequest.FromString,
+                    response_serializer=engine_dot_v1_dot_engine__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +368,33 @@ class Engine:
             '/engine.v1.Engine/MonitorReport',
             engine_dot_v1_dot_engine__pb2.MonitorReportRequest.SerializeToString,
             engine_dot_v1_dot_engine__pb2.MonitorReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/engine.v1.Engine/Feedback',
+            engine_dot_v1_dot_engine__pb2.FeedbackRequest.SerializeToString,
+            engine_dot_v1_dot_engine__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
