@@ -35,10 +35,10 @@ from engine.errors import (
     GraphUnavailable,
 )
 from engine.execution import GraphStats, PlanRunner
-from engine.graph import CompiledGraph, find_graph_files, load_graph
+from engine.graph import CompiledGraph, find_graph_files, load_graph, model_references
 from engine.graph.compiling.redactions import with_derived_redactions
 from engine.graph.values.logging_policy import LoggingPolicy
-from engine.interfaces import FeatureCatalog, RuntimeFactory
+from engine.interfaces import FeatureCatalog, ModelSource, RuntimeFactory
 from engine.shadow.compare import ShadowComparisons, ShadowConfig
 from engine.shadow.dispatch import GraphCandidate, ShadowBinding, ShadowDispatcher
 from engine.shadow.rules import parse_rules
@@ -68,6 +68,9 @@ class ServedGraph:
     output_names: tuple[str, ...]  # graph outputs, in the order the runner returns them
     policy: LoggingPolicy  # the request-log policy, redaction extended to values derived from redacted ones
     models: dict[str, str]  # node -> sha256 of the model it runs
+    sources: dict[str, str] = field(
+        default_factory=dict
+    )  # node -> the registry version / URL its model came from
 
     @property
     def name(self) -> str:
@@ -116,10 +119,12 @@ class GraphRepository:
         runtimes: RuntimeFactory,
         features: FeatureCatalog | None = None,
         shadows: ShadowDispatcher | None = None,
+        models: ModelSource | None = None,
     ) -> None:
         self.root = root
         self.runtimes = runtimes
         self.features = features
+        self.models = models  # fetches ``model:`` references (registry, URLs); None: references fail
         self.shadows = shadows  # starts every graph's shadows; None: shadows are loaded, never run
         # their numbers, kept across reloads of a version
         self.comparisons = shadows.comparisons if shadows is not None else ShadowComparisons()
@@ -227,6 +232,7 @@ class GraphRepository:
                 results.append(ReloadResult(name, version, "unloaded"))
         for key, path in files.items():
             fingerprint = _fingerprint(path.parent, skip_numbered=key == "*")
+            fingerprint += await self._references_now(path)
             current = next((v for v in versions.values() if v.source_key == key), None)
             if current is not None and current.fingerprint == fingerprint and not entry.unloaded:
                 results.append(ReloadResult(name, current.version, "unchanged"))
@@ -249,8 +255,28 @@ class GraphRepository:
         self._swap(GraphEntry(name, entry.folder, versions, latest, "; ".join(errors), tuple(diagnostics)))
         return results
 
+    async def _references_now(self, path: Path) -> str:
+        """What the graph's model references name now (an alias: its current version), for the
+        fingerprint, so a moved alias is a change. A reference that cannot be asked about (registry
+        down) is a change too: the load then fails naming it, and the serving version stays."""
+        references = await asyncio.to_thread(model_references, path)
+        if not references or self.models is None:
+            return ""
+        models = self.models
+
+        def identify() -> str:
+            named = []
+            for reference, pin in references:
+                try:
+                    named.append(models.identify(reference, pin))
+                except ValueError:
+                    named.append(f"{reference}=unresolved")
+            return "|".join(named)
+
+        return "+" + hashlib.sha256((await asyncio.to_thread(identify)).encode()).hexdigest()
+
     async def _load_version(self, path: Path, fingerprint: str, key: str) -> ServedGraph:
-        graph = await asyncio.to_thread(load_graph, path, self.runtimes, self.features)
+        graph = await asyncio.to_thread(load_graph, path, self.runtimes, self.features, self.models)
         try:
             if key != "*" and graph.version != key:
                 message = f"graph.yaml says version {graph.version} but its folder is version {key}"
@@ -282,6 +308,11 @@ class GraphRepository:
             output_names=tuple(spec.name for spec in plan.outputs),
             policy=with_derived_redactions(graph.spec.logging, plan.nodes, references),
             models={n.name: n.model_sha256 for n in plan.nodes if n.model_sha256},
+            sources={
+                n.name: graph.artifacts[n.model_path].resolved
+                for n in plan.nodes
+                if n.model_path in graph.artifacts
+            },
         )
         weakref.finalize(served, graph.close)
         return served

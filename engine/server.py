@@ -40,6 +40,7 @@ from engine.protocol import admin, codec, inference
 from engine.protocol.admin import AdminService
 from engine.protocol.generated import POOL
 from engine.protocol.inference import GrpcOptions, InferenceService
+from engine.registry import ModelSources
 from engine.repository import GraphRepository
 from engine.runtimes.onnx import OnnxRuntimeFactory
 from engine.serving import ControlPlane, InferenceCore, LocalControl, ServerAdmin, ServingState
@@ -80,7 +81,11 @@ class EngineServer:
         # Shadow work: its own concurrency limit and queue, sampled by request id when there is one.
         self.shadows = ShadowPool(settings.shadow_concurrency, settings.shadow_queue, sampling="request_id")
         self.dispatcher = ShadowDispatcher(self.shadows)
-        self.repository = GraphRepository(settings.graphs, self.runtimes, self.features, self.dispatcher)
+        # `model:` references (MLflow registry models, pinned URLs), fetched into the shared cache
+        self.model_sources = ModelSources.from_config(settings.model_registry, model_cache_dir(settings))
+        self.repository = GraphRepository(
+            settings.graphs, self.runtimes, self.features, self.dispatcher, self.model_sources
+        )
         self.state = ServingState(
             admission=Admission(
                 limit=settings.max_concurrency,
@@ -272,6 +277,7 @@ class EngineServer:
         # In-flight shadows get what is left of the grace; the rest are cancelled (and counted).
         await self.shadows.drain(max(0.0, deadline - loop.time()))
         self.runtimes.close()
+        self.model_sources.close()
         await self.features.close()
         if self.recorder is not None:  # records that waited for their shadows
             await self.recorder.flush(max(0.5, deadline - loop.time()))
@@ -359,6 +365,14 @@ def freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def model_cache_dir(settings: ServeSettings) -> Path:
+    """``model_cache``, or the user's cache folder when it is not set."""
+    if settings.model_cache:
+        return Path(settings.model_cache)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "graph-engine" / "models"
 
 
 def _tokens(env: str, path: str) -> tuple[bytes, ...]:

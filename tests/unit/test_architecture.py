@@ -9,7 +9,7 @@
     shadow      engine.shadow
     kernel      engine.errors, engine.tensors, engine.interfaces
 
-Implementations of the kernel's interfaces (runtimes, adapters) see only the kernel;
+Implementations of the kernel's interfaces (runtimes, adapters, registry) see only the kernel;
 observability reads the executor's counters and the shadow numbers, never drives them.
 """
 
@@ -58,6 +58,8 @@ ALLOWED: dict[str, set[str]] = {
     "engine.protocol": KERNEL
     | {"engine.serving", "engine.graph.values", "engine.execution.stats", "engine.shadow.report"},
     "engine.runtimes": KERNEL,
+    # model sources (MLflow registry, pinned URLs) and their cache: fulfil engine.interfaces.ModelSource
+    "engine.registry": KERNEL,
     "engine.observability": KERNEL | {"engine.execution.stats", "engine.shadow"},
     "engine.config": set(),
     "adapters": KERNEL,

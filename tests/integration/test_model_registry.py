@@ -1,0 +1,157 @@
+"""Models from a real MLflow registry: served by reference, an alias move picked up by a reload,
+and a registry that goes down never stopping the version that serves.
+
+One MLflow tracking server (SQLite, proxied artifacts) for the module; the quickstart's models are
+registered in it with the mlflow client. The graph ``registry_qs`` is the quickstart with its models
+named ``models:/qs-scaler/1`` and ``models:/qs-classifier@champion``; the plain ``quickstart`` graph
+served beside it gives the expected numbers.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import tritonclient.grpc as triton
+from tritonclient.utils import InferenceServerException
+
+from tests.integration.mlflow_registry import MlflowServer, flipped
+from tests.server_thread import ServerThread
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "graphs" / "quickstart"
+REGISTRY_GRAPH = """\
+graph: registry_qs
+version: 1
+inputs:
+  x: {datatype: FP32, shape: [-1, 4]}
+nodes:
+  embed:
+    model: models:/qs-scaler/1
+    inputs: {x: inputs.x}
+  clipped:
+    transform: expr
+    expr: "clip(embed.z, -3, 3)"
+  classify:
+    model: models:/qs-classifier@champion
+    inputs: {x: clipped}
+outputs:
+  prob: classify.prob
+"""
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    try:
+        server.register("qs-scaler", onnx.load(str(QUICKSTART / "scaler.onnx")))
+        first = server.register("qs-classifier", onnx.load(str(QUICKSTART / "classifier.onnx")))
+        server.register("qs-classifier", flipped(QUICKSTART / "classifier.onnx", "prob"))
+        server.set_alias("qs-classifier", "champion", first)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("graphs")
+    shutil.copytree(QUICKSTART, root / "quickstart")
+    (root / "registry_qs").mkdir()
+    (root / "registry_qs" / "graph.yaml").write_text(REGISTRY_GRAPH)
+    return root
+
+
+@pytest.fixture(scope="module")
+def served(
+    registry: MlflowServer, graphs: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    cache = tmp_path_factory.mktemp("model-cache")
+    with ServerThread(
+        graphs, model_registry={"mlflow": {"tracking_uri": registry.url}}, model_cache=str(cache)
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(served: ServerThread) -> Iterator[triton.InferenceServerClient]:
+    c = triton.InferenceServerClient(served.url)
+    yield c
+    c.close()
+
+
+def _prob(client: triton.InferenceServerClient, graph: str, x: np.ndarray) -> np.ndarray:
+    tensor = triton.InferInput("x", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    result = client.infer(graph, [tensor])
+    prob = result.as_numpy("prob")
+    assert prob is not None
+    return prob
+
+
+ROWS = np.random.default_rng(7).normal(size=(16, 4)).astype(np.float32)
+
+
+def test_a_registry_graph_serves_the_registered_models(client: triton.InferenceServerClient) -> None:
+    assert client.is_model_ready("registry_qs")
+    expected = _prob(client, "quickstart", ROWS)
+    np.testing.assert_allclose(_prob(client, "registry_qs", ROWS), expected, rtol=1e-6)
+
+
+def test_the_cache_holds_each_model_under_its_digest(served: ServerThread) -> None:
+    assert served.server is not None
+    live = served.server.repository.get("registry_qs")
+    assert live.sources == {"embed": "models:/qs-scaler/1", "classify": "models:/qs-classifier/1"}
+    cached = sorted(p.name for p in Path(served.settings.model_cache).glob("sha256/*.onnx"))
+    assert cached == sorted(f"{live.models[n]}.onnx" for n in ("embed", "classify"))
+
+
+def test_a_moved_alias_is_served_after_a_reload(
+    registry: MlflowServer, client: triton.InferenceServerClient, served: ServerThread
+) -> None:
+    before = _prob(client, "registry_qs", ROWS)
+    registry.set_alias("qs-classifier", "champion", "2")
+    client.load_model("registry_qs")  # RepositoryModelLoad: the folder is unchanged, the alias moved
+    after = _prob(client, "registry_qs", ROWS)
+    np.testing.assert_allclose(after, 1.0 - before, rtol=1e-5)
+    assert served.server is not None
+    assert served.server.repository.get("registry_qs").sources["classify"] == "models:/qs-classifier/2"
+    registry.set_alias("qs-classifier", "champion", "1")
+    client.load_model("registry_qs")
+    np.testing.assert_allclose(_prob(client, "registry_qs", ROWS), before, rtol=1e-6)
+
+
+def test_an_unknown_alias_fails_the_load_naming_it_and_the_old_version_serves(
+    client: triton.InferenceServerClient, graphs: Path
+) -> None:
+    path = graphs / "registry_qs" / "graph.yaml"
+    path.write_text(REGISTRY_GRAPH.replace("@champion", "@nosuch"))
+    try:
+        with pytest.raises(InferenceServerException) as failure:
+            client.load_model("registry_qs")
+        assert "models:/qs-classifier@nosuch" in str(failure.value)
+        assert "no alias 'nosuch'" in str(failure.value)
+        np.testing.assert_allclose(
+            _prob(client, "registry_qs", ROWS), _prob(client, "quickstart", ROWS), rtol=1e-6
+        )
+    finally:
+        path.write_text(REGISTRY_GRAPH)
+        client.load_model("registry_qs")
+
+
+def test_a_registry_that_is_down_never_stops_the_serving_version(
+    registry: MlflowServer, client: triton.InferenceServerClient
+) -> None:
+    """Last in the module: it stops the registry."""
+    expected = _prob(client, "quickstart", ROWS)
+    registry.stop()
+    with pytest.raises(InferenceServerException) as failure:
+        client.load_model("registry_qs")
+    assert "models:/qs-classifier@champion" in str(failure.value)
+    assert "registry unreachable" in str(failure.value)
+    assert "127.0.0.1" not in str(failure.value)  # no addresses in messages
+    assert client.is_model_ready("registry_qs")
+    np.testing.assert_allclose(_prob(client, "registry_qs", ROWS), expected, rtol=1e-6)
