@@ -82,7 +82,9 @@ class EngineServer:
         self.shadows = ShadowPool(settings.shadow_concurrency, settings.shadow_queue, sampling="request_id")
         self.dispatcher = ShadowDispatcher(self.shadows)
         # `model:` references (MLflow registry models, pinned URLs), fetched into the shared cache
-        self.model_sources = ModelSources.from_config(settings.model_registry, model_cache_dir(settings))
+        self.model_sources = ModelSources.from_config(
+            settings.model_registry, model_cache_dir(settings.model_cache)
+        )
         self.repository = GraphRepository(
             settings.graphs, self.runtimes, self.features, self.dispatcher, self.model_sources
         )
@@ -367,10 +369,10 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def model_cache_dir(settings: ServeSettings) -> Path:
-    """``model_cache``, or the user's cache folder when it is not set."""
-    if settings.model_cache:
-        return Path(settings.model_cache)
+def model_cache_dir(configured: str) -> Path:
+    """The ``model_cache`` setting's folder, or the user's cache folder when it is not set."""
+    if configured:
+        return Path(configured)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "graph-engine" / "models"
 
