@@ -257,6 +257,7 @@ class RequestOutcome:
     policy: RecordPolicy
     reason: str
     shadows: ShadowResults | None = None
+    model_sources: Mapping[str, str] = field(default_factory=dict)  # node -> registry version / URL
 
 
 class RequestRecorder(Protocol):

@@ -38,6 +38,7 @@ from engine.execution import GraphStats, PlanRunner
 from engine.graph import CompiledGraph, find_graph_files, load_graph, model_references
 from engine.graph.compiling.redactions import with_derived_redactions
 from engine.graph.values.logging_policy import LoggingPolicy
+from engine.graph.values.plan import NodeInfo
 from engine.interfaces import FeatureCatalog, ModelSource, RuntimeFactory
 from engine.shadow.compare import ShadowComparisons, ShadowConfig
 from engine.shadow.dispatch import GraphCandidate, ShadowBinding, ShadowDispatcher
@@ -68,9 +69,9 @@ class ServedGraph:
     output_names: tuple[str, ...]  # graph outputs, in the order the runner returns them
     policy: LoggingPolicy  # the request-log policy, redaction extended to values derived from redacted ones
     models: dict[str, str]  # node -> sha256 of the model it runs
-    sources: dict[str, str] = field(
-        default_factory=dict
-    )  # node -> the registry version / URL its model came from
+    # node -> the registry version / URL its model came from; the response parameters asked for by `lineage`
+    sources: dict[str, str] = field(default_factory=dict)
+    lineage: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -298,6 +299,11 @@ class GraphRepository:
         )
         plan = graph.plan
         references = {out.name: out.ref.text for out in graph.spec.outputs}
+        sources = {
+            n.name: graph.artifacts[n.model_path].resolved
+            for n in plan.nodes
+            if n.model_path in graph.artifacts
+        }
         served = ServedGraph(
             graph=graph,
             runner=runner,
@@ -308,11 +314,8 @@ class GraphRepository:
             output_names=tuple(spec.name for spec in plan.outputs),
             policy=with_derived_redactions(graph.spec.logging, plan.nodes, references),
             models={n.name: n.model_sha256 for n in plan.nodes if n.model_sha256},
-            sources={
-                n.name: graph.artifacts[n.model_path].resolved
-                for n in plan.nodes
-                if n.model_path in graph.artifacts
-            },
+            sources=sources,
+            lineage=_lineage(plan.nodes, sources),
         )
         weakref.finalize(served, graph.close)
         return served
@@ -325,6 +328,17 @@ class GraphRepository:
             self._rebuild_mirrors()
         for listener in self.listeners:
             listener(entry.name, entry.state == READY)
+
+
+def _lineage(nodes: Sequence[NodeInfo], sources: dict[str, str]) -> dict[str, str]:
+    """What produced a response of this version: each live model's digest and where it came from
+    (a registry version, a pinned URL, or its file in the graph folder)."""
+    found: dict[str, str] = {}
+    for node in nodes:
+        if node.kind == "model" and node.model_sha256:
+            found[f"lineage.{node.name}.sha256"] = node.model_sha256
+            found[f"lineage.{node.name}.source"] = sources.get(node.name, node.model_path or "")
+    return found
 
 
 def warmup_inputs(specs: Sequence[TensorSpec]) -> list[np.ndarray]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from engine.cli import features, graph, logs, remote, serve, shadow
+from engine.cli import features, graph, lineage, logs, remote, serve, shadow
 
 DESCRIPTION = (
     "Serve graphs of ONNX models over gRPC; check and draw them; talk to a running server; "
@@ -31,6 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line: every command module's subparser."""
     parser = argparse.ArgumentParser(prog="engine", description=DESCRIPTION)
     sub = parser.add_subparsers(metavar="COMMAND")
-    for command in (serve, graph, remote, logs, features, shadow):
+    for command in (serve, graph, remote, logs, features, shadow, lineage):
         command.add_parser(sub)
     return parser

@@ -45,7 +45,7 @@ class Recorder:
             version=outcome.version, models=outcome.models, inputs=outcome.inputs, outputs=outcome.outputs,
             events=outcome.events, status=outcome.status, error=outcome.error,
             latency_us=outcome.latency_us, policy=outcome.policy, sampled_because=outcome.reason,
-            hash_key=self.hash_key, time_ns=outcome.time_ns,
+            hash_key=self.hash_key, time_ns=outcome.time_ns, model_sources=outcome.model_sources,
         )  # fmt: skip
         shadows = outcome.shadows
         waits = outcome.reason == "shadow_disagreement"

@@ -79,6 +79,7 @@ def build_record(
     hash_key: bytes | None = None,
     time_ns: int | None = None,
     shadows: Mapping[str, ShadowOutcome] | None = None,
+    model_sources: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The record of one request. ``request_id`` "" gets a generated id; ``time_ns`` is wall time."""
     if policy.hash and not hash_key:
@@ -114,6 +115,7 @@ def build_record(
         "graph": graph,
         "version": version,
         "models": dict(models),
+        **({"model_sources": dict(model_sources)} if model_sources else {}),
         "inputs": {n: shaper.tensor(f"inputs.{n}", a) for n, a in inputs.items()},
         "features": features,
     }

@@ -167,6 +167,7 @@ class InferenceCore:
                 outputs,
                 served.output_index,
                 t2 - t1,
+                served.lineage,
             )
             response = call.encode(result)
             rows = _rows(outputs)
@@ -231,6 +232,7 @@ class InferenceCore:
                 policy=policy,
                 reason=reason,
                 shadows=shadows,
+                model_sources=served.sources,
             )
         )
 

@@ -9,7 +9,11 @@ served beside it gives the expected numbers.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +21,8 @@ import numpy as np
 import onnx
 import pytest
 import tritonclient.grpc as triton
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tritonclient.utils import InferenceServerException
 
 from tests.integration.mlflow_registry import MlflowServer, flipped
@@ -40,6 +46,7 @@ nodes:
     inputs: {x: clipped}
 outputs:
   prob: classify.prob
+logging: {sample: 1.0}
 """
 
 
@@ -70,8 +77,14 @@ def served(
     registry: MlflowServer, graphs: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
     cache = tmp_path_factory.mktemp("model-cache")
+    logs = tmp_path_factory.mktemp("request-log")
     with ServerThread(
-        graphs, model_registry={"mlflow": {"tracking_uri": registry.url}}, model_cache=str(cache)
+        graphs,
+        model_registry={"mlflow": {"tracking_uri": registry.url}},
+        model_cache=str(cache),
+        request_log={"sink": "jsonl", "directory": str(logs)},
+        span_exporter=InMemorySpanExporter(),
+        trace_sample_ratio=1.0,
     ) as running:
         yield running
 
@@ -122,6 +135,94 @@ def test_a_moved_alias_is_served_after_a_reload(
     registry.set_alias("qs-classifier", "champion", "1")
     client.load_model("registry_qs")
     np.testing.assert_allclose(_prob(client, "registry_qs", ROWS), before, rtol=1e-6)
+
+
+def _engine(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def _infer_with_lineage(client: triton.InferenceServerClient, request_id: str) -> dict[str, str]:
+    tensor = triton.InferInput("x", list(ROWS.shape), "FP32")
+    tensor.set_data_from_numpy(ROWS)
+    result = client.infer("registry_qs", [tensor], request_id=request_id, parameters={"lineage": True})
+    response = result.get_response()
+    assert response.model_version == "1"
+    return {k: v.string_param for k, v in response.parameters.items()}
+
+
+def test_a_response_names_the_models_behind_it_when_asked(
+    client: triton.InferenceServerClient, served: ServerThread
+) -> None:
+    assert served.server is not None
+    live = served.server.repository.get("registry_qs")
+    assert _infer_with_lineage(client, "lineage-asked") == {
+        "lineage.embed.sha256": live.models["embed"],
+        "lineage.embed.source": "models:/qs-scaler/1",
+        "lineage.classify.sha256": live.models["classify"],
+        "lineage.classify.source": "models:/qs-classifier/1",
+    }
+    tensor = triton.InferInput("x", list(ROWS.shape), "FP32")
+    tensor.set_data_from_numpy(ROWS)
+    plain = client.infer("registry_qs", [tensor]).get_response()
+    assert not [k for k in plain.parameters if k.startswith("lineage.")]  # only when asked
+
+
+def test_the_request_record_and_spans_carry_the_registry_versions(
+    client: triton.InferenceServerClient, served: ServerThread
+) -> None:
+    _infer_with_lineage(client, "lineage-record")
+    folder = Path(served.settings.request_log["directory"])
+    record = _wait_for_record(folder, "lineage-record")
+    assert record["model_sources"] == {"embed": "models:/qs-scaler/1", "classify": "models:/qs-classifier/1"}
+    classify = _wait_for_span(served.span_exporter, "node classify")
+    assert classify.attributes["engine.model.source"] == "models:/qs-classifier/1"
+    assert classify.attributes["engine.model.sha256"] == record["models"]["classify"]
+    shown = _engine("lineage", "request", "lineage-record", "--log", str(folder))
+    assert shown.returncode == 0, shown.stderr
+    assert "graph registry_qs version 1" in shown.stdout
+    assert f"{record['models']['classify']}  models:/qs-classifier/1" in shown.stdout
+
+
+def _wait_for_span(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
+    """A finished span called ``name`` (spans are exported off the request path, in batches)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = [s for s in exporter.get_finished_spans() if s.name == name]
+        if found:
+            return found[-1]
+        time.sleep(0.05)
+    raise AssertionError(f"no span {name!r} was exported")
+
+
+def _wait_for_record(folder: Path, request_id: str) -> dict[str, object]:
+    """The record of ``request_id`` once the sink has written it (records are written off the request path)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for path in folder.rglob("*.jsonl"):
+            for line in path.read_text().splitlines():
+                if line.strip() and (record := json.loads(line)).get("id") == request_id:
+                    return dict(record)
+        time.sleep(0.05)
+    raise AssertionError(f"no record of {request_id} in {folder}")
+
+
+def test_engine_lineage_finds_every_served_node_using_a_model(served: ServerThread) -> None:
+    assert served.server is not None
+    digest = served.server.repository.get("registry_qs").models["classify"]
+    by_name = _engine("lineage", "model", "models:/qs-classifier", "--json", "--url", served.url)
+    assert by_name.returncode == 0, by_name.stderr
+    uses = [json.loads(line) for line in by_name.stdout.splitlines()]
+    assert [(u["graph"], u["node"], u["model"], u["source"]) for u in uses] == [
+        ("registry_qs", "classify", "models:/qs-classifier@champion", "models:/qs-classifier/1")
+    ]
+    # the same bytes served from a graph folder and from the registry: a digest finds both
+    by_digest = _engine("lineage", "model", digest[:12], "--json", "--url", served.url)
+    found = sorted((u["graph"], u["node"]) for u in map(json.loads, by_digest.stdout.splitlines()))
+    assert found == [("quickstart", "classify"), ("registry_qs", "classify")]
+    unused = _engine("lineage", "model", "models:/nobody", "--url", served.url)
+    assert (unused.returncode, unused.stdout.strip()) == (1, "no served graph uses model 'models:/nobody'")
 
 
 def test_an_unknown_alias_fails_the_load_naming_it_and_the_old_version_serves(

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from engine.protocol.generated.inference import grpc_service_pb2 as inference_dot_grpc__service__pb2
 
 
-DESCRIPTOR = _generated_pool.POOL.AddSerializedFile(b'\n\x16\x65ngine/v1/engine.proto\x12\tengine.v1\x1a\x1cinference/grpc_service.proto\"\x13\n\x11ListGraphsRequest\"=\n\x12ListGraphsResponse\x12\'\n\x06graphs\x18\x01 \x03(\x0b\x32\x17.engine.v1.GraphSummary\"b\n\x0cGraphSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x10\n\x08versions\x18\x05 \x03(\t\"5\n\x14\x44\x65scribeGraphRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\";\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xa6\x01\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0e\n\x06inputs\x18\x04 \x03(\t\x12&\n\x07outputs\x18\x05 \x03(\x0b\x32\x15.engine.v1.TensorInfo\x12\x10\n\x08\x62ranches\x18\x06 \x03(\t\x12\x12\n\nmodel_path\x18\x07 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x08 \x01(\t\"6\n\x04\x45\x64ge\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0e\n\x06tensor\x18\x03 \x01(\t\"\x88\x03\n\x15\x44\x65scribeGraphResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x13\n\x0bsource_path\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12%\n\x06inputs\x18\x07 \x03(\x0b\x32\x15.engine.v1.TensorInfo\x12&\n\x07outputs\x18\x08 \x03(\x0b\x32\x15.engine.v1.TensorInfo\x12\x1e\n\x05nodes\x18\t \x03(\x0b\x32\x0f.engine.v1.Node\x12\x1e\n\x05\x65\x64ges\x18\n \x03(\x0b\x32\x0f.engine.v1.Edge\x12\x0f\n\x07mermaid\x18\x0b \x01(\t\x12\x32\n\x0brequest_log\x18\x0c \x01(\x0b\x32\x1d.engine.v1.RequestLogCounters\x12\x17\n\x0flogging_enabled\x18\r \x01(\x08\x12\x16\n\x0elogging_sample\x18\x0e \x01(\x01\"W\n\x12RequestLogCounters\x12\x0f\n\x07written\x18\x01 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x03\x12\x0f\n\x07pending\x18\x04 \x01(\x03\"I\n\x14ValidateGraphRequest\x12\x0c\n\x04yaml\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x11\n\tgraph_dir\x18\x03 \x01(\t\"X\n\nDiagnostic\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x05\x12\x0b\n\x03\x63ol\x18\x03 \x01(\x05\x12\x10\n\x08severity\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"O\n\x15ValidateGraphResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12*\n\x0b\x64iagnostics\x18\x02 \x03(\x0b\x32\x15.engine.v1.Diagnostic\"X\n\x0e\x45xplainRequest\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.inference.ModelInferRequest\x12\x17\n\x0finclude_tensors\x18\x02 \x01(\x08\"\xd3\x03\n\tNodeTrace\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08start_ns\x18\x03 \x01(\x03\x12\x13\n\x0b\x64uration_ns\x18\x04 \x01(\x03\x12\x0c\n\x04rows\x18\x05 \x01(\x03\x12?\n\x06inputs\x18\x06 \x03(\x0b\x32/.inference.ModelInferResponse.InferOutputTensor\x12@\n\x07outputs\x18\x07 \x03(\x0b\x32/.inference.ModelInferResponse.InferOutputTensor\x12\x39\n\x0b\x62ranch_rows\x18\x08 \x03(\x0b\x32$.engine.v1.NodeTrace.BranchRowsEntry\x12\r\n\x05\x65rror\x18\t \x01(\t\x12?\n\x0e\x66\x65\x61ture_status\x18\n \x03(\x0b\x32\'.engine.v1.NodeTrace.FeatureStatusEntry\x1a\x31\n\x0f\x42ranchRowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x34\n\x12\x46\x65\x61tureStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x99\x01\n\x0f\x45xplainResponse\x12\r\n\x05graph\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08total_ns\x18\x03 \x01(\x03\x12#\n\x05nodes\x18\x04 \x03(\x0b\x32\x14.engine.v1.NodeTrace\x12/\n\x08response\x18\x05 \x01(\x0b\x32\x1d.inference.ModelInferResponse\"$\n\x13ReloadGraphsRequest\x12\r\n\x05names\x18\x01 \x03(\t\"L\n\x0cReloadResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"@\n\x14ReloadGraphsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.engine.v1.ReloadResult\"$\n\x13ShadowReportRequest\x12\r\n\x05graph\x18\x01 \x01(\t\"3\n\x14ShadowReportResponse\x12\x0c\n\x04json\x18\x01 \x01(\t\x12\r\n\x05table\x18\x02 \x01(\t2\xeb\x03\n\x06\x45ngine\x12K\n\nListGraphs\x12\x1c.engine.v1.ListGraphsRequest\x1a\x1d.engine.v1.ListGraphsResponse\"\x00\x12T\n\rDescribeGraph\x12\x1f.engine.v1.DescribeGraphRequest\x1a .engine.v1.DescribeGraphResponse\"\x00\x12T\n\rValidateGraph\x12\x1f.engine.v1.ValidateGraphRequest\x1a .engine.v1.ValidateGraphResponse\"\x00\x12\x42\n\x07\x45xplain\x12\x19.engine.v1.ExplainRequest\x1a\x1a.engine.v1.ExplainResponse\"\x00\x12Q\n\x0cReloadGraphs\x12\x1e.engine.v1.ReloadGraphsRequest\x1a\x1f.engine.v1.ReloadGraphsResponse\"\x00\x12Q\n\x0cShadowReport\x12\x1e.engine.v1.ShadowReportRequest\x1a\x1f.engine.v1.ShadowReportResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _generated_pool.POOL.AddSerializedFile(b'\n\x16\x65ngine/v1/engine.proto\x12\tengine.v1\x1a\x1cinference/grpc_service.proto\"\x13\n\x11ListGraphsRequest\"=\n\x12ListGraphsResponse\x12\'\n\x06graphs\x18\x01 \x03(\x0b\x32\x17.engine.v1.GraphSummary\"b\n\x0cGraphSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x10\n\x08versions\x18\x05 \x03(\t\"5\n\x14\x44\x65scribeGraphRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\";\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xbc\x01\n\x04Node\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0e\n\x06inputs\x18\x04 \x03(\t\x12&\n\x07outputs\x18\x05 \x03(\x0b\x32\x15.engine.v1.TensorInfo\x12\x10\n\x08\x62ranches\x18\x06 \x03(\t\x12\x12\n\nmodel_path\x18\x07 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x08 \x01(\t\x12\x14\n\x0cmodel_source\x18\t \x01(\t\"6\n\x04\x45\x64ge\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0e\n\x06tensor\x18\x03 \x01(\t\"\x88\x03\n\x15\x44\x65scribeGraphResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x13\n\x0bsource_path\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12%\n\x06inputs\x18\x07 \x03(\x0b\x32\x15.engine.v1.TensorInfo\x12&\n\x07outputs\x18\x08 \x03(\x0b\x32\x15.engine.v1.TensorInfo\x12\x1e\n\x05nodes\x18\t \x03(\x0b\x32\x0f.engine.v1.Node\x12\x1e\n\x05\x65\x64ges\x18\n \x03(\x0b\x32\x0f.engine.v1.Edge\x12\x0f\n\x07mermaid\x18\x0b \x01(\t\x12\x32\n\x0brequest_log\x18\x0c \x01(\x0b\x32\x1d.engine.v1.RequestLogCounters\x12\x17\n\x0flogging_enabled\x18\r \x01(\x08\x12\x16\n\x0elogging_sample\x18\x0e \x01(\x01\"W\n\x12RequestLogCounters\x12\x0f\n\x07written\x18\x01 \x01(\x03\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x03\x12\x0f\n\x07pending\x18\x04 \x01(\x03\"I\n\x14ValidateGraphRequest\x12\x0c\n\x04yaml\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x11\n\tgraph_dir\x18\x03 \x01(\t\"X\n\nDiagnostic\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x05\x12\x0b\n\x03\x63ol\x18\x03 \x01(\x05\x12\x10\n\x08severity\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"O\n\x15ValidateGraphResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12*\n\x0b\x64iagnostics\x18\x02 \x03(\x0b\x32\x15.engine.v1.Diagnostic\"X\n\x0e\x45xplainRequest\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.inference.ModelInferRequest\x12\x17\n\x0finclude_tensors\x18\x02 \x01(\x08\"\xd3\x03\n\tNodeTrace\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08start_ns\x18\x03 \x01(\x03\x12\x13\n\x0b\x64uration_ns\x18\x04 \x01(\x03\x12\x0c\n\x04rows\x18\x05 \x01(\x03\x12?\n\x06inputs\x18\x06 \x03(\x0b\x32/.inference.ModelInferResponse.InferOutputTensor\x12@\n\x07outputs\x18\x07 \x03(\x0b\x32/.inference.ModelInferResponse.InferOutputTensor\x12\x39\n\x0b\x62ranch_rows\x18\x08 \x03(\x0b\x32$.engine.v1.NodeTrace.BranchRowsEntry\x12\r\n\x05\x65rror\x18\t \x01(\t\x12?\n\x0e\x66\x65\x61ture_status\x18\n \x03(\x0b\x32\'.engine.v1.NodeTrace.FeatureStatusEntry\x1a\x31\n\x0f\x42ranchRowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x34\n\x12\x46\x65\x61tureStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x99\x01\n\x0f\x45xplainResponse\x12\r\n\x05graph\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08total_ns\x18\x03 \x01(\x03\x12#\n\x05nodes\x18\x04 \x03(\x0b\x32\x14.engine.v1.NodeTrace\x12/\n\x08response\x18\x05 \x01(\x0b\x32\x1d.inference.ModelInferResponse\"$\n\x13ReloadGraphsRequest\x12\r\n\x05names\x18\x01 \x03(\t\"L\n\x0cReloadResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"@\n\x14ReloadGraphsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.engine.v1.ReloadResult\"$\n\x13ShadowReportRequest\x12\r\n\x05graph\x18\x01 \x01(\t\"3\n\x14ShadowReportResponse\x12\x0c\n\x04json\x18\x01 \x01(\t\x12\r\n\x05table\x18\x02 \x01(\t2\xeb\x03\n\x06\x45ngine\x12K\n\nListGraphs\x12\x1c.engine.v1.ListGraphsRequest\x1a\x1d.engine.v1.ListGraphsResponse\"\x00\x12T\n\rDescribeGraph\x12\x1f.engine.v1.DescribeGraphRequest\x1a .engine.v1.DescribeGraphResponse\"\x00\x12T\n\rValidateGraph\x12\x1f.engine.v1.ValidateGraphRequest\x1a .engine.v1.ValidateGraphResponse\"\x00\x12\x42\n\x07\x45xplain\x12\x19.engine.v1.ExplainRequest\x1a\x1a.engine.v1.ExplainResponse\"\x00\x12Q\n\x0cReloadGraphs\x12\x1e.engine.v1.ReloadGraphsRequest\x1a\x1f.engine.v1.ReloadGraphsResponse\"\x00\x12Q\n\x0cShadowReport\x12\x1e.engine.v1.ShadowReportRequest\x1a\x1f.engine.v1.ShadowReportResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,39 +48,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSORINFO']._serialized_start=306
   _globals['_TENSORINFO']._serialized_end=365
   _globals['_NODE']._serialized_start=368
-  _globals['_NODE']._serialized_end=534
-  _globals['_EDGE']._serialized_start=536
-  _globals['_EDGE']._serialized_end=590
-  _globals['_DESCRIBEGRAPHRESPONSE']._serialized_start=593
-  _globals['_DESCRIBEGRAPHRESPONSE']._serialized_end=985
-  _globals['_REQUESTLOGCOUNTERS']._serialized_start=987
-  _globals['_REQUESTLOGCOUNTERS']._serialized_end=1074
-  _globals['_VALIDATEGRAPHREQUEST']._serialized_start=1076
-  _globals['_VALIDATEGRAPHREQUEST']._serialized_end=1149
-  _globals['_DIAGNOSTIC']._serialized_start=1151
-  _globals['_DIAGNOSTIC']._serialized_end=1239
-  _globals['_VALIDATEGRAPHRESPONSE']._serialized_start=1241
-  _globals['_VALIDATEGRAPHRESPONSE']._serialized_end=1320
-  _globals['_EXPLAINREQUEST']._serialized_start=1322
-  _globals['_EXPLAINREQUEST']._serialized_end=1410
-  _globals['_NODETRACE']._serialized_start=1413
-  _globals['_NODETRACE']._serialized_end=1880
-  _globals['_NODETRACE_BRANCHROWSENTRY']._serialized_start=1777
-  _globals['_NODETRACE_BRANCHROWSENTRY']._serialized_end=1826
-  _globals['_NODETRACE_FEATURESTATUSENTRY']._serialized_start=1828
-  _globals['_NODETRACE_FEATURESTATUSENTRY']._serialized_end=1880
-  _globals['_EXPLAINRESPONSE']._serialized_start=1883
-  _globals['_EXPLAINRESPONSE']._serialized_end=2036
-  _globals['_RELOADGRAPHSREQUEST']._serialized_start=2038
-  _globals['_RELOADGRAPHSREQUEST']._serialized_end=2074
-  _globals['_RELOADRESULT']._serialized_start=2076
-  _globals['_RELOADRESULT']._serialized_end=2152
-  _globals['_RELOADGRAPHSRESPONSE']._serialized_start=2154
-  _globals['_RELOADGRAPHSRESPONSE']._serialized_end=2218
-  _globals['_SHADOWREPORTREQUEST']._serialized_start=2220
-  _globals['_SHADOWREPORTREQUEST']._serialized_end=2256
-  _globals['_SHADOWREPORTRESPONSE']._serialized_start=2258
-  _globals['_SHADOWREPORTRESPONSE']._serialized_end=2309
-  _globals['_ENGINE']._serialized_start=2312
-  _globals['_ENGINE']._serialized_end=2803
+  _globals['_NODE']._serialized_end=556
+  _globals['_EDGE']._serialized_start=558
+  _globals['_EDGE']._serialized_end=612
+  _globals['_DESCRIBEGRAPHRESPONSE']._serialized_start=615
+  _globals['_DESCRIBEGRAPHRESPONSE']._serialized_end=1007
+  _globals['_REQUESTLOGCOUNTERS']._serialized_start=1009
+  _globals['_REQUESTLOGCOUNTERS']._serialized_end=1096
+  _globals['_VALIDATEGRAPHREQUEST']._serialized_start=1098
+  _globals['_VALIDATEGRAPHREQUEST']._serialized_end=1171
+  _globals['_DIAGNOSTIC']._serialized_start=1173
+  _globals['_DIAGNOSTIC']._serialized_end=1261
+  _globals['_VALIDATEGRAPHRESPONSE']._serialized_start=1263
+  _globals['_VALIDATEGRAPHRESPONSE']._serialized_end=1342
+  _globals['_EXPLAINREQUEST']._serialized_start=1344
+  _globals['_EXPLAINREQUEST']._serialized_end=1432
+  _globals['_NODETRACE']._serialized_start=1435
+  _globals['_NODETRACE']._serialized_end=1902
+  _globals['_NODETRACE_BRANCHROWSENTRY']._serialized_start=1799
+  _globals['_NODETRACE_BRANCHROWSENTRY']._serialized_end=1848
+  _globals['_NODETRACE_FEATURESTATUSENTRY']._serialized_start=1850
+  _globals['_NODETRACE_FEATURESTATUSENTRY']._serialized_end=1902
+  _globals['_EXPLAINRESPONSE']._serialized_start=1905
+  _globals['_EXPLAINRESPONSE']._serialized_end=2058
+  _globals['_RELOADGRAPHSREQUEST']._serialized_start=2060
+  _globals['_RELOADGRAPHSREQUEST']._serialized_end=2096
+  _globals['_RELOADRESULT']._serialized_start=2098
+  _globals['_RELOADRESULT']._serialized_end=2174
+  _globals['_RELOADGRAPHSRESPONSE']._serialized_start=2176
+  _globals['_RELOADGRAPHSRESPONSE']._serialized_end=2240
+  _globals['_SHADOWREPORTREQUEST']._serialized_start=2242
+  _globals['_SHADOWREPORTREQUEST']._serialized_end=2278
+  _globals['_SHADOWREPORTRESPONSE']._serialized_start=2280
+  _globals['_SHADOWREPORTRESPONSE']._serialized_end=2331
+  _globals['_ENGINE']._serialized_start=2334
+  _globals['_ENGINE']._serialized_end=2825
 # @@protoc_insertion_point(module_scope)
