@@ -197,7 +197,7 @@ def _wait_for_span(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
 
 
 def _wait_for_record(folder: Path, request_id: str) -> dict[str, object]:
-    """The record of ``request_id`` once the sink has written it (records are written off the request path)."""
+    """The record of ``request_id`` once the sink wrote it (records are written off the request path)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         for path in folder.rglob("*.jsonl"):
