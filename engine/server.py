@@ -81,7 +81,10 @@ class EngineServer:
         # Shadow work: its own concurrency limit and queue, sampled by request id when there is one.
         self.shadows = ShadowPool(settings.shadow_concurrency, settings.shadow_queue, sampling="request_id")
         self.dispatcher = ShadowDispatcher(self.shadows)
-        # `model:` references (MLflow registry models, pinned URLs), fetched into the shared cache
+        # `model:` references (MLflow registry models, pinned URLs), fetched into the shared cache.
+        # httpx logs each request at INFO: every --reload-interval poll's alias check would be a line.
+        if not log.isEnabledFor(logging.DEBUG):
+            logging.getLogger("httpx").setLevel(logging.WARNING)
         self.model_sources = ModelSources.from_config(
             settings.model_registry, model_cache_dir(settings.model_cache)
         )

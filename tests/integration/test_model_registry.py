@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tritonclient.utils import InferenceServerException
 
 from tests.integration.mlflow_registry import MlflowServer, flipped
+from tests.integration.test_lifecycle import SERVING, EngineProcess
 from tests.server_thread import ServerThread
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "graphs" / "quickstart"
@@ -241,6 +244,49 @@ def test_an_unknown_alias_fails_the_load_naming_it_and_the_old_version_serves(
     finally:
         path.write_text(REGISTRY_GRAPH)
         client.load_model("registry_qs")
+
+
+def test_every_worker_of_a_fleet_serves_the_moved_alias_after_one_reload(
+    registry: MlflowServer, graphs: Path, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(graphs / "registry_qs", repo / "registry_qs")
+    (repo / "engine.yaml").write_text(
+        f"model_registry: {{mlflow: {{tracking_uri: '{registry.url}'}}}}\nmodel_cache: {tmp_path / 'cache'}\n"
+    )
+    checked = _engine("validate", str(repo))  # the repository's engine.yaml names the registry
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "0 error(s)" in checked.stdout
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"127.0.0.1:{port}"
+    engine = EngineProcess(str(repo), "--port", str(port), "--workers", "2")
+
+    def answers() -> set[bytes]:  # fresh connections land on either worker
+        seen = set()
+        for _ in range(12):
+            fresh = triton.InferenceServerClient(url)
+            try:
+                seen.add(_prob(fresh, "registry_qs", ROWS).round(5).tobytes())
+            finally:
+                fresh.close()
+        return seen
+
+    try:
+        engine.wait_for(SERVING, count=2)
+        (before,) = answers()
+        registry.set_alias("qs-classifier", "champion", "2")
+        reloaded = _engine("reload", "registry_qs", "--url", url)
+        assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+        (after,) = answers()  # one answer from every worker, and it is the new model's
+        flipped_back = 1.0 - np.frombuffer(after, dtype=np.float32)
+        np.testing.assert_allclose(flipped_back, np.frombuffer(before, dtype=np.float32), atol=2e-5)
+    finally:
+        registry.set_alias("qs-classifier", "champion", "1")
+        engine.proc.send_signal(signal.SIGTERM)
+        assert engine.proc.wait(30) == 0
+        engine.stop()
 
 
 def test_a_registry_that_is_down_never_stops_the_serving_version(

@@ -200,3 +200,55 @@ def test_a_graph_loads_a_pinned_url_model_like_a_local_file(
         assert "not the pinned" in problem.message
     finally:
         runtimes.close()
+
+
+LOCAL = """\
+graph: local_pin
+inputs:
+  x: {{datatype: FP32, shape: [-1, 4]}}
+nodes:
+  embed:
+    model: scaler.onnx
+    sha256: {pin}
+    inputs: {{x: inputs.x}}
+outputs:
+  z: embed.z
+"""
+
+
+def test_a_pinned_local_file_must_have_its_pin(tmp_path: Path) -> None:
+    folder = tmp_path / "local_pin"
+    folder.mkdir()
+    shutil.copy(QUICKSTART / "scaler.onnx", folder / "scaler.onnx")
+    digest = hashlib.sha256((folder / "scaler.onnx").read_bytes()).hexdigest()
+    runtimes = OnnxRuntimeFactory(max_workers=1)
+    try:
+        (folder / "graph.yaml").write_text(LOCAL.format(pin=f"sha256:{digest.upper()}"))
+        load_graph(folder / "graph.yaml", runtimes).close()
+        (folder / "graph.yaml").write_text(LOCAL.format(pin="ab" * 32))
+        with pytest.raises(GraphInvalid) as failure:
+            load_graph(folder / "graph.yaml", runtimes)
+        (problem,) = failure.value.diagnostics
+        assert problem.message == f"model 'scaler.onnx' has sha256 {digest}, not the pinned {'ab' * 32}"
+        (folder / "graph.yaml").write_text(LOCAL.format(pin="not-a-digest"))
+        with pytest.raises(GraphInvalid, match="64 hexadecimal digits"):
+            load_graph(folder / "graph.yaml", runtimes)
+    finally:
+        runtimes.close()
+
+
+def test_a_reference_without_a_model_source_is_reported_at_its_node(tmp_path: Path) -> None:
+    folder = tmp_path / "local_pin"
+    folder.mkdir()
+    (folder / "graph.yaml").write_text(
+        LOCAL.replace("    sha256: {pin}\n", "").format().replace("scaler.onnx", "models:/fraud@champion")
+    )
+    runtimes = OnnxRuntimeFactory(max_workers=1)
+    try:
+        with pytest.raises(GraphInvalid) as failure:
+            load_graph(folder / "graph.yaml", runtimes)
+        (problem,) = failure.value.diagnostics
+        assert problem.line == 6
+        assert "models:/fraud@champion" in problem.message and "no model source" in problem.message
+    finally:
+        runtimes.close()
