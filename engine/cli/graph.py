@@ -143,7 +143,12 @@ def _draw(args: argparse.Namespace) -> int:
         return 2
     runtimes = OnnxRuntimeFactory(max_workers=1, warmup_runs=1)
     try:
-        graph = load_graph(path, runtimes, catalog)
+        models = model_sources(find_config(args.config, [path]))
+        graph = load_graph(path, runtimes, catalog, models)
+        models.close()
+    except ValueError as exc:
+        print(f"engine graph draw: {exc}", file=sys.stderr)
+        return 2
     except GraphInvalid as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)
