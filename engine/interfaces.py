@@ -133,6 +133,46 @@ class RuntimeFactory(Protocol):
     def close(self) -> None: ...
 
 
+MODEL_REFERENCE_PREFIXES = ("models:/", "https://", "http://")
+"""How a ``model:`` value that is not a file of the graph folder begins (``http://`` only to refuse it)."""
+
+
+def is_model_reference(text: str) -> bool:
+    """Whether a ``model:`` value names a registry model or a URL rather than a file in the graph folder."""
+    return text.startswith(MODEL_REFERENCE_PREFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelArtifact:
+    """A model named by reference, fetched and digest-checked into the local content-addressed cache.
+
+    ``reference``: as the graph wrote it (``models:/fraud@champion``); ``resolved``: the immutable
+    thing it named when fetched (``models:/fraud/3``; a pinned URL is itself); ``path``: the verified
+    file in the cache; ``sha256``: its digest (hex).
+    """
+
+    reference: str
+    resolved: str
+    path: Path
+    sha256: str
+
+
+class ModelSource(Protocol):
+    """Resolves ``model:`` references (registry models, pinned URLs) to local files before compiling.
+
+    ``identify`` answers cheaply what a reference names *now* (an alias becomes the version it points
+    at; an immutable reference is itself), so a reload can tell that an alias moved without fetching.
+    ``fetch`` returns the verified local copy, downloading it into the cache once. ``sha256`` is the
+    graph's pin (required for URLs, optional otherwise): a different digest is refused. Both are
+    blocking (the graph loader runs in a thread) and raise ``ValueError`` with a one-line,
+    caller-safe reason naming the reference (no addresses or credentials) when it cannot be served.
+    """
+
+    def identify(self, reference: str, sha256: str | None = None) -> str: ...
+
+    def fetch(self, reference: str, sha256: str | None = None) -> ModelArtifact: ...
+
+
 @dataclass(frozen=True, slots=True)
 class NodeEvent:
     """What one node did for one request; handed to observers after it ran."""
@@ -219,6 +259,7 @@ class RequestOutcome:
     reason: str
     shadows: ShadowResults | None = None
     violations: tuple[str, ...] = ()  # ``flag`` data-contract violations (``column rule row N ...``)
+    model_sources: Mapping[str, str] = field(default_factory=dict)  # node -> registry version / URL
 
 
 class RequestRecorder(Protocol):

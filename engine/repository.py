@@ -35,11 +35,11 @@ from engine.errors import (
     GraphUnavailable,
 )
 from engine.execution import GraphStats, PlanRunner
-from engine.graph import CompiledGraph, find_graph_files, load_graph
+from engine.graph import CompiledGraph, find_graph_files, load_graph, model_references
 from engine.graph.compiling.redactions import with_derived_redactions
 from engine.graph.values.logging_policy import LoggingPolicy
-from engine.graph.values.plan import Plan
-from engine.interfaces import FeatureCatalog, RuntimeFactory
+from engine.graph.values.plan import NodeInfo, Plan
+from engine.interfaces import FeatureCatalog, ModelSource, RuntimeFactory
 from engine.monitoring.drift import VersionDrift
 from engine.monitoring.layout import plan_columns
 from engine.monitoring.profile import read_profile
@@ -76,6 +76,9 @@ class ServedGraph:
     checks_contracts: bool = False  # inputs or features fields carry ``contract:`` rules
     drift: VersionDrift | None = None  # live counts against the folder's profile.json (monitoring on)
     quality: QualityWindow | None = None  # ``quality:``: predictions awaiting labels, joined pairs
+    # node -> the registry version / URL its model came from; the response parameters asked for by `lineage`
+    sources: dict[str, str] = field(default_factory=dict)
+    lineage: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -124,6 +127,7 @@ class GraphRepository:
         runtimes: RuntimeFactory,
         features: FeatureCatalog | None = None,
         shadows: ShadowDispatcher | None = None,
+        models: ModelSource | None = None,
         *,
         monitoring: bool = True,
     ) -> None:
@@ -131,6 +135,7 @@ class GraphRepository:
         self.monitoring = monitoring  # versions with a profile.json count their live values (drift)
         self.runtimes = runtimes
         self.features = features
+        self.models = models  # fetches ``model:`` references (registry, URLs); None: references fail
         self.shadows = shadows  # starts every graph's shadows; None: shadows are loaded, never run
         # their numbers, kept across reloads of a version
         self.comparisons = shadows.comparisons if shadows is not None else ShadowComparisons()
@@ -238,6 +243,7 @@ class GraphRepository:
                 results.append(ReloadResult(name, version, "unloaded"))
         for key, path in files.items():
             fingerprint = _fingerprint(path.parent, skip_numbered=key == "*")
+            fingerprint += await self._references_now(path)
             current = next((v for v in versions.values() if v.source_key == key), None)
             if current is not None and current.fingerprint == fingerprint and not entry.unloaded:
                 results.append(ReloadResult(name, current.version, "unchanged"))
@@ -302,8 +308,28 @@ class GraphRepository:
             if served.drift is not None
         ]
 
+    async def _references_now(self, path: Path) -> str:
+        """What the graph's model references name now (an alias: its current version), for the
+        fingerprint, so a moved alias is a change. A reference that cannot be asked about (registry
+        down) is a change too: the load then fails naming it, and the serving version stays."""
+        references = await asyncio.to_thread(model_references, path)
+        if not references or self.models is None:
+            return ""
+        models = self.models
+
+        def identify() -> str:
+            named = []
+            for reference, pin in references:
+                try:
+                    named.append(models.identify(reference, pin))
+                except ValueError:
+                    named.append(f"{reference}=unresolved")
+            return "|".join(named)
+
+        return "+" + hashlib.sha256((await asyncio.to_thread(identify)).encode()).hexdigest()
+
     async def _load_version(self, path: Path, fingerprint: str, key: str) -> ServedGraph:
-        graph = await asyncio.to_thread(load_graph, path, self.runtimes, self.features)
+        graph = await asyncio.to_thread(load_graph, path, self.runtimes, self.features, self.models)
         try:
             if key != "*" and graph.version != key:
                 message = f"graph.yaml says version {graph.version} but its folder is version {key}"
@@ -325,6 +351,11 @@ class GraphRepository:
         )
         plan = graph.plan
         references = {out.name: out.ref.text for out in graph.spec.outputs}
+        sources = {
+            n.name: graph.artifacts[n.model_path].resolved
+            for n in plan.nodes
+            if n.model_path in graph.artifacts
+        }
         served = ServedGraph(
             graph=graph,
             runner=runner,
@@ -338,6 +369,8 @@ class GraphRepository:
             checks_contracts=bool(plan.contracts) or runner.has_contracts,
             drift=self._drift(graph, path.parent) if self.monitoring else None,
             quality=_quality_window(graph, plan),
+            sources=sources,
+            lineage=_lineage(plan.nodes, sources),
         )
         weakref.finalize(served, graph.close)
         return served
@@ -350,6 +383,17 @@ class GraphRepository:
             self._rebuild_mirrors()
         for listener in self.listeners:
             listener(entry.name, entry.state == READY)
+
+
+def _lineage(nodes: Sequence[NodeInfo], sources: dict[str, str]) -> dict[str, str]:
+    """What produced a response of this version: each live model's digest and where it came from
+    (a registry version, a pinned URL, or its file in the graph folder)."""
+    found: dict[str, str] = {}
+    for node in nodes:
+        if node.kind == "model" and node.model_sha256:
+            found[f"lineage.{node.name}.sha256"] = node.model_sha256
+            found[f"lineage.{node.name}.source"] = sources.get(node.name, node.model_path or "")
+    return found
 
 
 def warmup_inputs(specs: Sequence[TensorSpec]) -> list[np.ndarray]:

@@ -43,6 +43,7 @@ from engine.protocol import admin, codec, inference
 from engine.protocol.admin import AdminService
 from engine.protocol.generated import POOL
 from engine.protocol.inference import GrpcOptions, InferenceService
+from engine.registry import ModelSources
 from engine.repository import GraphRepository
 from engine.rest.codec import RestLimits
 from engine.rest.routes import RestDoor, RestOptions
@@ -88,8 +89,20 @@ class EngineServer:
         # Shadow work: its own concurrency limit and queue, sampled by request id when there is one.
         self.shadows = ShadowPool(settings.shadow_concurrency, settings.shadow_queue, sampling="request_id")
         self.dispatcher = ShadowDispatcher(self.shadows)
+        # `model:` references (MLflow registry models, pinned URLs), fetched into the shared cache.
+        # httpx logs each request at INFO: every --reload-interval poll's alias check would be a line.
+        if not log.isEnabledFor(logging.DEBUG):
+            logging.getLogger("httpx").setLevel(logging.WARNING)
+        self.model_sources = ModelSources.from_config(
+            settings.model_registry, model_cache_dir(settings.model_cache)
+        )
         self.repository = GraphRepository(
-            settings.graphs, self.runtimes, self.features, self.dispatcher, monitoring=settings.monitoring
+            settings.graphs,
+            self.runtimes,
+            self.features,
+            self.dispatcher,
+            self.model_sources,
+            monitoring=settings.monitoring,
         )
         self.state = ServingState(
             admission=Admission(
@@ -349,6 +362,7 @@ class EngineServer:
         # In-flight shadows get what is left of the grace; the rest are cancelled (and counted).
         await self.shadows.drain(max(0.0, deadline - loop.time()))
         self.runtimes.close()
+        self.model_sources.close()
         await self.features.close()
         least = 0.1 if abandon.is_set() else 0.5
         if self.recorder is not None:  # records that waited for their shadows
@@ -490,6 +504,14 @@ def freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def model_cache_dir(configured: str) -> Path:
+    """The ``model_cache`` setting's folder, or the user's cache folder when it is not set."""
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "graph-engine" / "models"
 
 
 def _tokens(env: str, path: str) -> tuple[bytes, ...]:

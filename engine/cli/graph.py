@@ -12,11 +12,15 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.cli.features import close_catalog, find_config, load_catalog
 from engine.cli.run import add_arguments as add_run_arguments
 from engine.cli.run import run_command
 from engine.cli.schemas import config_schema_errors, graph_schema_warnings
+
+if TYPE_CHECKING:
+    from engine.registry import ModelSources
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,6 +74,18 @@ def _graph_files(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
+def model_sources(config: Path | None) -> ModelSources:
+    """The model sources a server with ``config`` would have (its ``model_registry`` and ``model_cache``)."""
+    from engine.config.settings import read_config_file
+    from engine.registry import ModelSources
+    from engine.server import model_cache_dir
+
+    found = read_config_file(config) if config is not None else {}
+    return ModelSources.from_config(
+        found.get("model_registry", {}), model_cache_dir(found.get("model_cache", ""))
+    )
+
+
 def _validate(args: argparse.Namespace) -> int:
     from engine.errors import GraphInvalid
     from engine.graph import check_graph
@@ -96,6 +112,12 @@ def _validate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"engine validate: {exc}", file=sys.stderr)
         return 2
+    try:
+        models = model_sources(find_config(args.config, args.paths))
+    except ValueError as exc:
+        print(f"engine validate: {exc}", file=sys.stderr)
+        close_catalog(catalog)
+        return 2
     runtimes = OnnxRuntimeFactory(max_workers=1)
     errors = warnings = 0
     try:
@@ -113,6 +135,7 @@ def _validate(args: argparse.Namespace) -> int:
                 graph_dir=file.parent,
                 runtimes=runtimes,
                 features=catalog,
+                models=models,
             )
             if not any(d.severity == "error" for d in diagnostics):
                 diagnostics += graph_schema_warnings(text, str(file))
@@ -125,6 +148,7 @@ def _validate(args: argparse.Namespace) -> int:
                 print(f"{file}: ok")
     finally:
         runtimes.close()
+        models.close()
         close_catalog(catalog)
     print(f"{len(files)} graph(s) checked: {errors} error(s), {warnings} warning(s)")
     return 1 if errors else 0
@@ -150,7 +174,12 @@ def _draw(args: argparse.Namespace) -> int:
         return 2
     runtimes = OnnxRuntimeFactory(max_workers=1, warmup_runs=1)
     try:
-        graph = load_graph(path, runtimes, catalog)
+        models = model_sources(find_config(args.config, [path]))
+        graph = load_graph(path, runtimes, catalog, models)
+        models.close()
+    except ValueError as exc:
+        print(f"engine graph draw: {exc}", file=sys.stderr)
+        return 2
     except GraphInvalid as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)

@@ -169,6 +169,8 @@ class RecordedCatalog:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from engine.cli.features import find_config
+    from engine.cli.graph import model_sources
     from engine.errors import GraphInvalid
     from engine.execution import PlanRunner
     from engine.graph import load_graph
@@ -186,8 +188,14 @@ def _replay(args: argparse.Namespace) -> int:
         return 2
     runtimes = OnnxRuntimeFactory()
     catalog = RecordedCatalog()
-    try:
-        candidate = load_graph(path, runtimes, catalog)
+    try:  # a candidate may name registry models (models:/NAME@challenger): the repository's registry
+        models = model_sources(find_config(None, [path]))
+        candidate = load_graph(path, runtimes, catalog, models)
+        models.close()
+    except ValueError as exc:
+        print(f"engine shadow replay: {exc}", file=sys.stderr)
+        runtimes.close()
+        return 2
     except GraphInvalid as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic, file=sys.stderr)

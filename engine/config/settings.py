@@ -142,6 +142,18 @@ class ServeSettings:
     monitoring: bool = setting(
         True, "count live values of graphs with a profile.json against it (drift); docs/monitoring.md"
     )
+    model_registry: dict[str, Any] = setting(  # noqa: RUF009 - setting() makes a field; defaults are copied
+        {},
+        "the model registry `models:/NAME/VERSION` and `models:/NAME@ALIAS` are resolved in, e.g. "
+        "`{mlflow: {tracking_uri: http://mlflow:5000}}`; credentials only from MLFLOW_TRACKING_TOKEN or "
+        "MLFLOW_TRACKING_USERNAME/PASSWORD; see docs/model-sources.md",
+        flag=False,
+    )
+    model_cache: str = setting(
+        "",
+        "folder of the content-addressed cache registry and URL models are fetched into (shared by the "
+        "workers); empty = `$XDG_CACHE_HOME/graph-engine/models` (else `~/.cache/graph-engine/models`)",
+    )
     metrics_port: int = setting(8002, "Prometheus /metrics HTTP port; 0 picks a free one, -1 turns it off")
     metrics_host: str = setting("", "address for /metrics; empty = the gRPC host")
     trace_exporter: str = setting(

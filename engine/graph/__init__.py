@@ -10,6 +10,6 @@ One subpackage per phase; each imports only the ones listed below it, never one 
     values/          positions and diagnostics, GraphSpec, LoggingPolicy, the Plan types
 """
 
-from engine.graph.loader import CompiledGraph, check_graph, find_graph_files, load_graph
+from engine.graph.loader import CompiledGraph, check_graph, find_graph_files, load_graph, model_references
 
-__all__ = ["CompiledGraph", "check_graph", "find_graph_files", "load_graph"]
+__all__ = ["CompiledGraph", "check_graph", "find_graph_files", "load_graph", "model_references"]

@@ -9,8 +9,10 @@ reports into one ``Report``, so a graph with several problems lists them all at 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from engine.errors import Diagnostic, GraphInvalid
 from engine.graph.checking.model_files import ModelFiles
@@ -21,7 +23,14 @@ from engine.graph.reading.source import load_yaml
 from engine.graph.values.diagnostics import Report
 from engine.graph.values.plan import Plan
 from engine.graph.values.spec import GraphSpec
-from engine.interfaces import FeatureCatalog, ModelRuntime, RuntimeFactory
+from engine.interfaces import (
+    FeatureCatalog,
+    ModelArtifact,
+    ModelRuntime,
+    ModelSource,
+    RuntimeFactory,
+    is_model_reference,
+)
 
 GRAPH_FILE = "graph.yaml"
 
@@ -36,6 +45,7 @@ class CompiledGraph:
     source_path: Path
     source_sha256: str
     description: str
+    artifacts: dict[str, ModelArtifact] = field(default_factory=dict)  # fetched references, by reference
 
     def close(self) -> None:
         """Close every model runtime this graph loaded."""
@@ -51,10 +61,15 @@ def graph_identity(graph_dir: Path) -> tuple[str, int | None]:
 
 
 def _compile(
-    text: str, filename: str, graph_dir: Path, runtimes: RuntimeFactory, features: FeatureCatalog | None
+    text: str,
+    filename: str,
+    graph_dir: Path,
+    runtimes: RuntimeFactory,
+    features: FeatureCatalog | None,
+    models: ModelSource | None,
 ) -> tuple[Report, ModelFiles, GraphSpec | None, Plan | None]:
     report = Report(filename)
-    files = ModelFiles(graph_dir, runtimes, report)
+    files = ModelFiles(graph_dir, runtimes, report, models)
     doc = load_yaml(text, report)
     if doc is None:
         return report, files, None, None
@@ -75,13 +90,15 @@ def check_graph(
     graph_dir: Path,
     runtimes: RuntimeFactory,
     features: FeatureCatalog | None = None,
+    models: ModelSource | None = None,
 ) -> list[Diagnostic]:
     """Every problem in graph ``text`` (errors and warnings, in file order); [] when it is valid.
 
     Never raises for a graph problem; closes any model it loaded. ``features`` are the feature
-    sources a ``features:`` node may name (none when omitted).
+    sources a ``features:`` node may name (none when omitted); ``models`` fetches ``model:`` references
+    (registry models, URLs; without it a reference is an error).
     """
-    report, files, _, _ = _compile(text, filename, graph_dir, runtimes, features)
+    report, files, _, _ = _compile(text, filename, graph_dir, runtimes, features, models)
     files.close_all()
     return report.sorted()
 
@@ -109,11 +126,16 @@ def read_graph_file(path: Path) -> tuple[bytes, str]:
         raise GraphInvalid(name, [Diagnostic(str(path), line, col, message)]) from exc
 
 
-def load_graph(path: Path, runtimes: RuntimeFactory, features: FeatureCatalog | None = None) -> CompiledGraph:
+def load_graph(
+    path: Path,
+    runtimes: RuntimeFactory,
+    features: FeatureCatalog | None = None,
+    models: ModelSource | None = None,
+) -> CompiledGraph:
     """Load, validate and compile ``path`` (a graph.yaml); GraphInvalid lists every problem."""
     graph_dir = path.parent
     raw, text = read_graph_file(path)
-    report, files, spec, plan = _compile(text, str(path), graph_dir, runtimes, features)
+    report, files, spec, plan = _compile(text, str(path), graph_dir, runtimes, features, models)
     if spec is None or plan is None or report.has_errors:
         files.close_all()
         raise GraphInvalid(graph_identity(graph_dir)[0], report.sorted())
@@ -126,7 +148,29 @@ def load_graph(path: Path, runtimes: RuntimeFactory, features: FeatureCatalog | 
         source_path=path,
         source_sha256=hashlib.sha256(raw).hexdigest(),
         description=spec.description,
+        artifacts=dict(files.artifacts),
     )
+
+
+def model_references(path: Path) -> list[tuple[str, str | None]]:
+    """The ``model:`` references of graph file ``path`` and their ``sha256:`` pins, in file order.
+
+    Read without validating (a reload asks what they name now before deciding to compile): a file
+    that does not parse has none, and its load reports why."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    nodes = doc.get("nodes") if isinstance(doc, dict) else None
+    found: list[tuple[str, str | None]] = []
+    for body in nodes.values() if isinstance(nodes, dict) else ():
+        model = body.get("model") if isinstance(body, dict) else None
+        if isinstance(model, str) and is_model_reference(model):
+            pin = body.get("sha256")
+            found.append(
+                (model, pin.strip().lower().removeprefix("sha256:") if isinstance(pin, str) else None)
+            )
+    return found
 
 
 def find_graph_files(root: Path) -> list[Path]:

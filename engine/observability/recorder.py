@@ -46,7 +46,7 @@ class Recorder:
             events=outcome.events, status=outcome.status, error=outcome.error,
             latency_us=outcome.latency_us, policy=outcome.policy, sampled_because=outcome.reason,
             hash_key=self.hash_key, time_ns=outcome.time_ns, violations=outcome.violations,
-            protocol=outcome.protocol,
+            protocol=outcome.protocol, model_sources=outcome.model_sources,
         )  # fmt: skip
         shadows = outcome.shadows
         waits = outcome.reason == "shadow_disagreement"

@@ -86,6 +86,7 @@ def build_record(
     shadows: Mapping[str, ShadowOutcome] | None = None,
     violations: Iterable[str] = (),
     protocol: str = "grpc",
+    model_sources: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The record of one request. ``request_id`` "" gets a generated id; ``time_ns`` is wall time."""
     if policy.hash and not hash_key:
@@ -121,6 +122,7 @@ def build_record(
         "graph": graph,
         "version": version,
         "models": dict(models),
+        **({"model_sources": dict(model_sources)} if model_sources else {}),
         "inputs": {n: shaper.tensor(f"inputs.{n}", a) for n, a in inputs.items()},
         "features": features,
     }

@@ -123,6 +123,7 @@ class AdminService:
                     branches=list(n.branches),
                     model_path=n.model_path or "",
                     model_sha256=n.model_sha256 or "",
+                    model_source=view.model_sources.get(n.name, ""),
                 )
                 for n in view.nodes
             ],

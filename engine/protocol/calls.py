@@ -155,13 +155,33 @@ class GrpcInferCall:
         self.run_ns = result.run_ns
         # an output an optional node left out (it failed) is absent from the response
         chosen = [(name, result.output(name)) for name in self._wanted]
-        return codec.encode_response(
+        response = codec.encode_response(
             model_name=result.graph,
             model_version=result.version,
             request_id=result.request_id,
             outputs=[(name, array) for name, array in chosen if array is not None],
             raw=codec.wants_raw(self._request) if self._raw is None else self._raw,
         )
+        if LINEAGE_PARAMETER in self._request.parameters and _asked(
+            self._request.parameters[LINEAGE_PARAMETER]
+        ):
+            for key, value in result.lineage.items():
+                response.parameters[key].string_param = value
+        return response
+
+
+LINEAGE_PARAMETER: Final = "lineage"
+"""A request parameter: true asks for the models behind the answer as response parameters
+(``lineage.<node>.sha256``, ``lineage.<node>.source``; docs/model-sources.md)."""
+
+
+def _asked(parameter: pb.InferParameter) -> bool:
+    which = parameter.WhichOneof("parameter_choice")
+    if which == "bool_param":
+        return parameter.bool_param
+    if which == "string_param":
+        return parameter.string_param.lower() in ("true", "1", "yes")
+    return which in ("int64_param", "uint64_param") and getattr(parameter, which) != 0
 
 
 _ATTRIBUTES: dict[tuple[str, str], SpanAttributes] = {}

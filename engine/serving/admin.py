@@ -117,6 +117,7 @@ class ServerAdmin:
             graph_dir=folder,
             runtimes=self.repository.runtimes,
             features=self.repository.features,
+            models=self.repository.models,
         )
 
     # -- the whole server ----------------------------------------------------------------------

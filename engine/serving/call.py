@@ -13,7 +13,7 @@ semantic conventions ask for.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -42,6 +42,9 @@ class InferResult:
     index: Mapping[str, int]
     run_ns: int = 0
     """How long the plan ran (decoding and encoding excluded)."""
+    lineage: Mapping[str, str] = field(default_factory=dict)
+    """``lineage.<node>.sha256`` / ``lineage.<node>.source`` of every model of the version (live nodes;
+    shadows never shape the answer): a door adds them to its response when the request asks."""
 
     def output(self, name: str) -> np.ndarray | None:
         """The array served as output ``name`` (None when it was left out)."""

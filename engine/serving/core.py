@@ -207,6 +207,7 @@ class InferenceCore:
                 outputs,
                 served.output_index,
                 t2 - t1,
+                served.lineage,
             )
             response = call.encode(result)
             rows = _rows(outputs)
@@ -275,6 +276,7 @@ class InferenceCore:
                 reason=reason,
                 shadows=shadows,
                 violations=tuple(v.describe() for v in flags) if flags else (),
+                model_sources=served.sources,
             )
         )
 

@@ -88,6 +88,8 @@ class RequestTracing:
                 }
                 if node.model_sha256:
                     attrs["engine.model.sha256"] = node.model_sha256
+                if node.name in served.sources:  # a registry version or pinned URL
+                    attrs["engine.model.source"] = served.sources[node.name]
                 found[node.name] = attrs
             self._node_attributes[served] = found
         return found

@@ -7,7 +7,8 @@ one version are built on demand (metadata calls are rare next to inference calls
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import Diagnostic
@@ -36,6 +37,7 @@ class GraphView:
     logging_enabled: bool
     logging_sample: float
     mermaid: str
+    model_sources: Mapping[str, str] = field(default_factory=dict)  # node -> registry version / URL
 
     def node(self, name: str) -> NodeInfo | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -101,6 +103,7 @@ def graph_view(entry: GraphEntry, served: ServedGraph) -> GraphView:
         logging_enabled=graph.spec.logging.enabled,
         logging_sample=graph.spec.logging.sample,
         mermaid=draw.to_mermaid(plan),
+        model_sources=dict(served.sources),
     )
 
 

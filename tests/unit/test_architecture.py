@@ -11,7 +11,7 @@
     monitoring  engine.monitoring               (profiles, drift: numbers over a plan's values)
     kernel      engine.errors, engine.tensors, engine.interfaces
 
-Implementations of the kernel's interfaces (runtimes, adapters) see only the kernel;
+Implementations of the kernel's interfaces (runtimes, adapters, registry) see only the kernel;
 observability reads the executor's counters and the shadow numbers, never drives them.
 """
 
@@ -67,6 +67,8 @@ ALLOWED: dict[str, set[str]] = {
     "engine.rest": KERNEL
     | {"engine.serving", "engine.graph.values", "engine.execution.stats", "engine.protocol.metadata"},
     "engine.runtimes": KERNEL,
+    # model sources (MLflow registry, pinned URLs) and their cache: fulfil engine.interfaces.ModelSource
+    "engine.registry": KERNEL,
     "engine.observability": KERNEL | {"engine.execution.stats", "engine.shadow", "engine.monitoring"},
     "engine.config": set(),
     "adapters": KERNEL,

@@ -1,9 +1,11 @@
-"""Model files of a graph: path checks, then one load per distinct file.
+"""Model files of a graph: path checks or fetching, then one load per distinct file.
 
 A ``model:`` path is relative to the graph folder and must stay inside it:
-no absolute paths, no ``..``, no symlink that resolves outside, and no hard-linked file. Each
-distinct file is loaded once through the ``RuntimeFactory``; a load failure is
-a diagnostic at the ``model:`` value. Loaded runtimes are returned so the
+no absolute paths, no ``..``, no symlink that resolves outside, and no hard-linked file.
+A ``model:`` reference (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, a pinned ``https://``
+URL) is fetched through the ``ModelSource`` into its digest-checked cache first, then loaded the
+same way. Each distinct file is loaded once through the ``RuntimeFactory``; a fetch or load
+failure is a diagnostic at the ``model:`` value. Loaded runtimes are returned so the
 caller can close them when the graph is rejected or unloaded.
 """
 
@@ -16,17 +18,27 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from engine.graph.reading.batching_reader import batch_dimension_problem
 from engine.graph.values.diagnostics import Report, did_you_mean
 from engine.graph.values.spec import ModelNode
-from engine.interfaces import BatchingOptions, ModelOptions, ModelRuntime, RuntimeFactory
+from engine.interfaces import (
+    BatchingOptions,
+    ModelArtifact,
+    ModelOptions,
+    ModelRuntime,
+    ModelSource,
+    RuntimeFactory,
+    is_model_reference,
+)
 
 
 @dataclass
 class ModelFiles:
-    """The models a graph uses, keyed by their path relative to the graph folder."""
+    """The models a graph uses, keyed by their path relative to the graph folder (or their reference)."""
 
     graph_dir: Path
     runtimes: RuntimeFactory
     report: Report
+    sources: ModelSource | None = None  # fetches references; None: a reference is an error
     loaded: dict[str, ModelRuntime] = field(default_factory=dict)
+    artifacts: dict[str, ModelArtifact] = field(default_factory=dict)  # by reference, once fetched
     failed: set[str] = field(default_factory=set)
     _options: dict[str, tuple[ModelOptions, str]] = field(default_factory=dict)
 
@@ -41,9 +53,10 @@ class ModelFiles:
 
         ``shadow``: a shadow node's candidate (never inline, in the runtimes' shadow pool)."""
         where = node.common.kind_pos
-        relative = self._relative(node)
-        if relative is None:
+        located = self._locate(node)
+        if located is None:
             return None
+        relative, file = located
         options = ModelOptions(
             intra_op_threads=node.threads, execution=node.execution, batching=_batching(node), shadow=shadow
         )
@@ -64,7 +77,7 @@ class ModelFiles:
         if relative in self.loaded:
             return relative, self.loaded[relative]
         try:
-            runtime = self.runtimes.load(self.graph_dir / relative, options)
+            runtime = self.runtimes.load(file, options)
         except Exception as exc:  # any loader failure is the modeller's to fix: report it, keep going
             self.failed.add(relative)
             text = str(exc)  # the runtime's own "cannot load model 'x.onnx': …" is not said twice
@@ -74,6 +87,12 @@ class ModelFiles:
                 self.report.error(where, f"cannot load model '{relative}': {text}")
             return None
         self.loaded[relative] = runtime
+        if node.sha256 is not None and runtime.sha256 != node.sha256:
+            self.report.error(
+                where, f"model '{relative}' has sha256 {runtime.sha256}, not the pinned {node.sha256}"
+            )
+            self.failed.add(relative)
+            return None
         if node.batching is not None and (problem := batch_dimension_problem(runtime.signature)):
             self.report.error(
                 node.batching.pos,
@@ -83,6 +102,34 @@ class ModelFiles:
             self.failed.add(relative)
             return None
         return relative, runtime
+
+    def _locate(self, node: ModelNode) -> tuple[str, Path] | None:
+        """(the model's key, the local file to load) or None after reporting why there is none."""
+        if not is_model_reference(node.path):
+            relative = self._relative(node)
+            return None if relative is None else (relative, self.graph_dir / relative)
+        reference = node.path
+        if reference in self.artifacts:
+            return reference, self.artifacts[reference].path
+        if reference in self.failed:
+            return None
+        if self.sources is None:
+            self.report.error(
+                node.common.kind_pos,
+                f"model '{reference}' is a reference, and no model source is configured here",
+            )
+            self.failed.add(reference)
+            return None
+        try:
+            artifact = self.sources.fetch(reference, node.sha256)
+        except (
+            ValueError
+        ) as exc:  # unreachable registry, unknown alias, digest mismatch: the reference is named
+            self.report.error(node.common.kind_pos, f"cannot fetch model '{reference}': {exc}")
+            self.failed.add(reference)
+            return None
+        self.artifacts[reference] = artifact
+        return reference, artifact.path
 
     def _relative(self, node: ModelNode) -> str | None:
         text = node.path

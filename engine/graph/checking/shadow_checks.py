@@ -45,6 +45,7 @@ def check_shadow(scope: Scope, node: ShadowNode, files: ModelFiles) -> NodeResul
         node.model_pos,
         threads=node.threads,
         execution="pool",
+        sha256=node.sha256,
     )
     loaded = files.load(candidate, shadow=True)
     if live is None or loaded is None or live.runtime is None:

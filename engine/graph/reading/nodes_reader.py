@@ -12,6 +12,7 @@ from typing import Any
 from engine.graph.ops.table import COMBINES, TRANSFORMS, op_table
 from engine.graph.reading.batching_reader import read_batching
 from engine.graph.reading.features_reader import FEATURE_KEYS, read_features
+from engine.graph.reading.model_pin import MODEL_WHAT, read_pin
 from engine.graph.reading.reader import Reader
 from engine.graph.reading.shadow_reader import SHADOW_KEYS, read_shadow
 from engine.graph.reading.source import YamlPath
@@ -33,7 +34,7 @@ from engine.graph.values.spec import (
 KINDS = ("model", "transform", "combine", "switch", "split", "features", "shadow")
 COMMON_KEYS = ("timeout", "description", "on_error", "optional")
 KIND_KEYS = {
-    "model": ("inputs", "threads", "execution", "batching"),
+    "model": ("inputs", "threads", "execution", "batching", "sha256"),
     "switch": (),
     "split": ("key",),
     "features": FEATURE_KEYS,
@@ -228,7 +229,8 @@ class NodeReader:
     def _model(self, common: NodeCommon, body: dict[str, Any], path: YamlPath) -> ModelNode | None:
         r = self.r
         self._unknown_keys(body, path, self._allowed("model"), f"model node '{common.name}'")
-        file = r.text(body["model"], (*path, "model"), "'model' (a file name relative to the graph folder)")
+        file = r.text(body["model"], (*path, "model"), MODEL_WHAT)
+        pin = read_pin(r, body, path)
         threads = body.get("threads", 1)
         if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
             r.error(
@@ -266,7 +268,9 @@ class NodeReader:
         if file is None:
             return None
         batching = read_batching(r, body["batching"], (*path, "batching")) if "batching" in body else None
-        return ModelNode(common, file, tuple(wired), r.at.value(ipath), threads, str(execution), batching)
+        return ModelNode(
+            common, file, tuple(wired), r.at.value(ipath), threads, str(execution), batching, pin
+        )
 
     def _op_node(self, common: NodeCommon, kind: str, body: dict[str, Any], path: YamlPath) -> OpNode | None:
         r = self.r

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.graph.reading.model_pin import MODEL_WHAT, read_pin
 from engine.graph.reading.reader import Reader
 from engine.graph.reading.source import YamlPath
 from engine.graph.values.diagnostics import Pos
 from engine.graph.values.spec import NodeCommon, ShadowNode, ShadowOf
 from engine.shadow.rules import rule_problems
 
-SHADOW_KEYS = ("model", "compare", "sample", "threads")
+SHADOW_KEYS = ("model", "compare", "sample", "threads", "sha256")
 DEFAULT_TIMEOUT_S = 1.0
 """A shadow's bound on one candidate run when it gives no ``timeout``."""
 
@@ -43,7 +44,8 @@ def read_shadow(
     if "model" not in body:
         r.error(common.pos, f"{where} needs 'model' (the candidate model file, fed the target's inputs)")
         return None
-    file = r.text(body["model"], (*path, "model"), "'model' (a file name relative to the graph folder)")
+    file = r.text(body["model"], (*path, "model"), MODEL_WHAT)
+    pin = read_pin(r, body, path)
     sample = _sample(r, body, path)
     threads = body.get("threads", 1)
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
@@ -64,6 +66,7 @@ def read_shadow(
         compare_pos=compare_pos,
         sample=sample,
         threads=threads,
+        sha256=pin,
     )
 
 

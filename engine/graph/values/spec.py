@@ -109,6 +109,7 @@ class ModelNode:
     threads: int = 1
     execution: str = "auto"
     batching: BatchingSpec | None = None
+    sha256: str | None = None  # the ``sha256:`` pin: required for a URL, checked for any model
     kind: NodeKind = "model"
 
 
@@ -200,6 +201,7 @@ class ShadowNode:
     compare_pos: Mapping[str, Pos] = field(default_factory=dict)
     sample: float = 1.0
     threads: int = 1
+    sha256: str | None = None  # the candidate's ``sha256:`` pin
     kind: NodeKind = "shadow"
 
 

@@ -50,7 +50,7 @@ class TensorInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("name", "kind", "detail", "inputs", "outputs", "branches", "model_path", "model_sha256")
+    __slots__ = ("name", "kind", "detail", "inputs", "outputs", "branches", "model_path", "model_sha256", "model_source")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class Node(_message.Message):
     BRANCHES_FIELD_NUMBER: _ClassVar[int]
     MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SOURCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     detail: str
@@ -67,7 +68,8 @@ class Node(_message.Message):
     branches: _containers.RepeatedScalarFieldContainer[str]
     model_path: str
     model_sha256: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., detail: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., branches: _Optional[_Iterable[str]] = ..., model_path: _Optional[str] = ..., model_sha256: _Optional[str] = ...) -> None: ...
+    model_source: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., detail: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., branches: _Optional[_Iterable[str]] = ..., model_path: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_source: _Optional[str] = ...) -> None: ...
 
 class Edge(_message.Message):
     __slots__ = ("source", "target", "tensor")
