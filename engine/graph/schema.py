@@ -15,11 +15,13 @@ from typing import Any
 
 from engine.graph.ops.table import COMBINES, TRANSFORMS
 from engine.graph.reading.batching_reader import BATCHING_KEYS
+from engine.graph.reading.contract_reader import CONTRACT_KEYS, RULE_KEYS
 from engine.graph.reading.features_reader import FIELD_KEYS
-from engine.graph.reading.graph_reader import INPUT_KEYS, TOP_KEYS
+from engine.graph.reading.graph_reader import INPUT_KEYS, QUALITY_KEYS, QUALITY_KINDS, TOP_KEYS
 from engine.graph.reading.logging_reader import LOGGING_KEYS
 from engine.graph.reading.nodes_reader import COMMON_KEYS, EXECUTION_MODES, KINDS
 from engine.graph.reading.shadow_reader import SHADOW_OF_KEYS
+from engine.graph.values.contracts import ACTIONS
 from engine.tensors import DataType
 
 SCHEMA_ID = "https://github.com/graph-engine/graph-engine/schemas/graph.schema.json"
@@ -111,7 +113,11 @@ def _node_kinds() -> list[dict[str, Any]]:
         _closed({"split": {"type": "array", "items": arm, "minItems": 1}, "key": _REF, **common}, ("split",))
     )
     field = _closed(
-        {"datatype": {"enum": _DATATYPES}, "default": {"type": ["number", "string", "boolean"]}},
+        {
+            "datatype": {"enum": _DATATYPES},
+            "default": {"type": ["number", "string", "boolean"]},
+            "contract": _contract(),
+        },
         ("datatype", "default"),
     )
     assert set(field["properties"]) == set(FIELD_KEYS)
@@ -176,6 +182,22 @@ def _rule() -> dict[str, Any]:
     }
 
 
+def _contract() -> dict[str, Any]:
+    """``contract:`` on a graph input or a feature field (docs/graph-language.md#data-contracts)."""
+    bound = {"type": ["number", "null"]}
+    rules: dict[str, Any] = {
+        "range": {"type": "array", "items": bound, "minItems": 2, "maxItems": 2},
+        "allow_nan": {"type": "boolean"},
+        "values": {"type": "array", "items": {"type": ["integer", "boolean", "string"]}, "minItems": 1},
+        "on_violation": {"enum": list(ACTIONS)},
+    }
+    assert set(rules) == set(RULE_KEYS)
+    column = _closed(dict(rules))
+    contract = _closed({**rules, "columns": {"type": "object", "additionalProperties": column}})
+    assert set(contract["properties"]) == set(CONTRACT_KEYS)
+    return contract
+
+
 def graph_schema() -> dict[str, Any]:
     """The schema (JSON Schema 2020-12) of one graph.yaml."""
     tensor = _closed(
@@ -183,10 +205,20 @@ def graph_schema() -> dict[str, Any]:
             "datatype": {"enum": _DATATYPES},
             "shape": {"type": "array", "items": {"type": "integer", "minimum": -1}, "minItems": 1},
             "description": {"type": "string"},
+            "contract": _contract(),
         },
         ("datatype", "shape"),
     )
     assert set(tensor["properties"]) == set(INPUT_KEYS)
+    quality = _closed(
+        {
+            "output": {"type": "string", "pattern": _NAME},
+            "kind": {"enum": list(QUALITY_KINDS)},
+            "threshold": {"type": "number"},
+        },
+        ("output",),
+    )
+    assert set(quality["properties"]) == set(QUALITY_KEYS)
     logging = _closed(
         {
             "sample": {"type": "number", "minimum": 0, "maximum": 1},
@@ -228,6 +260,7 @@ def graph_schema() -> dict[str, Any]:
             "outputs": {"type": "object", "minProperties": 1, "additionalProperties": _REF},
             "logging": logging,
             "shadow_of": {"anyOf": [{"type": "string"}, shadow_of]},
+            "quality": quality,
         },
         ("inputs", "nodes", "outputs"),
     )
