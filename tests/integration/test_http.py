@@ -282,3 +282,26 @@ def test_openapi_is_served_and_matches_docs(http: httpx.Client) -> None:
         ["git", "-C", str(ROOT), "ls-files", "docs/openapi.json"], capture_output=True, text=True
     )
     assert checked.stdout.strip() == "docs/openapi.json"
+
+
+def test_every_route_answers_200(http: httpx.Client) -> None:
+    """Each path of the route table (and so of the OpenAPI document), called with real values."""
+    bodies: dict[str, dict[str, object]] = {
+        "InferRequest": {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 1, 2, 3]}]
+        },
+        "ReloadRequest": {"names": ["quickstart"]},
+        "ValidateRequest": {
+            "yaml": (ROOT / "graphs" / "quickstart" / "graph.yaml").read_text(),
+            "graph_dir": "quickstart",
+        },
+        "IndexRequest": {"ready": True},
+        "LoadRequest": {},
+    }
+    unload_last = sorted(ROUTES, key=lambda route: route.path.endswith("/unload"))
+    for route in unload_last:
+        path = route.path.replace("{model}", "quickstart").replace("{version}", "1")
+        answer = http.request(route.method, path, json=bodies.get(route.body))
+        assert answer.status_code == 200, (route.method, route.path, answer.text)
+    assert http.post("/v2/repository/models/quickstart/load").status_code == 200  # the unload undone
+    assert http.get("/v2/models/quickstart/ready").status_code == 200
