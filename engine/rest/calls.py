@@ -74,6 +74,10 @@ class HttpInferCall:
     def status_attributes(self, status: Status) -> SpanAttributes:
         return _STATUS_ATTRIBUTES[status]
 
+    def wants_binary(self) -> bool:
+        """Whether the request asks for any output as binary tensor data."""
+        return self._request.wants_binary()
+
     def decode(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> list[np.ndarray]:
         arrays = codec.decode_inputs(self._request, inputs, self._limits)
         self._wanted = codec.requested_outputs(self._request, outputs)

@@ -255,6 +255,22 @@ def test_health_paths_and_admin_paths(http: httpx.Client) -> None:
     ).json()
     assert [n["name"] for n in explained["nodes"]] == ["embed", "clipped", "classify"]
     assert explained["response"]["outputs"][0]["name"] == "prob"
+    assert "inputs" not in explained["nodes"][0]
+    with_tensors = http.post(
+        "/v2/engine/graphs/quickstart/explain",
+        params={"include_tensors": "true"},
+        json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 1, 2, 3]}]},
+    ).json()
+    embed = with_tensors["nodes"][0]
+    assert embed["inputs"][0]["data"] == [0.0, 1.0, 2.0, 3.0] and embed["outputs"][0]["shape"] == [1, 2]
+    binary = http.post(
+        "/v2/engine/graphs/quickstart/explain",
+        json={
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 1, 2, 3]}],
+            "parameters": {"binary_data_output": True},
+        },
+    )
+    assert binary.status_code == 400 and "JSON only" in binary.json()["error"]
     reloaded = http.post("/v2/engine/reload", json={"names": ["quickstart"]}).json()["results"]
     assert reloaded == [{"name": "quickstart", "version": "1", "action": "unchanged", "error": ""}]
     invalid = http.post("/v2/engine/validate", json={"yaml": "inputs: [", "filename": "graph.yaml"}).json()
