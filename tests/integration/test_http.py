@@ -148,6 +148,8 @@ def test_error_bodies_name_what_is_wrong(http: httpx.Client) -> None:
         ("POST", "/v2/models/quickstart/infer",
          {**good, "outputs": [{"name": "prob", "parameters": {"classification": 2}}]}, 501, "classification"),
         ("POST", "/v2/models/quickstart/infer", {**good, "parameters": {"timeout": "soon"}}, 400, "timeout"),
+        ("POST", "/v2/models/quickstart/infer", {**good, "parameters": {"sequence_id": 7}}, 501, "sequence"),
+        ("POST", "/v2/models/quickstart/infer", {**good, "parameters": {"priority": 2}}, 501, "priorities"),
         ("POST", "/v2/models/absent/infer", good, 404, "'absent'"),
         ("POST", "/v2/models/quickstart/versions/9/infer", good, 404, "version"),
         ("GET", "/v2/models/absent", {}, 404, "'absent'"),
