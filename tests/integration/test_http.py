@@ -323,3 +323,18 @@ def test_every_route_answers_200(http: httpx.Client) -> None:
         assert answer.status_code == 200, (route.method, route.path, answer.text)
     assert http.post("/v2/repository/models/quickstart/load").status_code == 200  # the unload undone
     assert http.get("/v2/models/quickstart/ready").status_code == 200
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_request_bodies_are_accepted(client: thttp.InferenceServerClient, algorithm: str) -> None:
+    x = _x()
+    tensor = thttp.InferInput("x", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=True)
+    plain = client.infer("quickstart", [tensor]).as_numpy("prob")
+    packed = client.infer(
+        "quickstart",
+        [tensor],
+        request_compression_algorithm=algorithm,
+        response_compression_algorithm=algorithm,
+    )
+    np.testing.assert_array_equal(packed.as_numpy("prob"), plain)
