@@ -127,6 +127,7 @@ def test_a_body_above_the_limit_is_413(quick_graphs: Path) -> None:
         assert answer.status_code == 413, "the limit holds for the decompressed body"
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_tls_serves_https_with_the_grpc_certificate(quick_graphs: Path, certs: Path) -> None:  # noqa: F811
     tls = {"tls_cert": str(certs / "server.pem"), "tls_key": str(certs / "server.key")}
     with ServerThread(quick_graphs, **tls) as server:
