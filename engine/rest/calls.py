@@ -14,7 +14,7 @@ from typing import Final
 
 import numpy as np
 
-from engine.errors import InvalidRequest, Status
+from engine.errors import InvalidRequest, Status, Unimplemented
 from engine.rest import codec
 from engine.rest.status import HTTP_CODES
 from engine.serving import Headers, InferResult, SpanAttributes
@@ -25,6 +25,13 @@ INFER_ROUTE: Final = "/v2/models/{model}[/versions/{version}]/infer"
 _STATUS_ATTRIBUTES: Final[dict[Status, SpanAttributes]] = {
     status: {"http.response.status_code": code} for status, code in HTTP_CODES.items()
 }
+NOT_IMPLEMENTED: Final = {
+    "sequence_id": "sequences (stateful models) are not implemented: every graph call is stateless",
+    "sequence_start": "sequences (stateful models) are not implemented: every graph call is stateless",
+    "sequence_end": "sequences (stateful models) are not implemented: every graph call is stateless",
+    "priority": "request priorities are not implemented: every call is admitted in arrival order",
+}
+"""Triton request parameters this server refuses (501) rather than silently ignores."""
 _SPAN: Final[SpanAttributes] = {"http.request.method": "POST", "http.route": INFER_ROUTE}
 
 
@@ -50,7 +57,11 @@ class HttpInferCall:
         self._limits = limits
         self._wanted: tuple[codec.OutputChoice, ...] = ()
         self.run_ns = 0
-        timeout = request.parameters().get("timeout")
+        parameters = request.parameters()
+        for key, why in NOT_IMPLEMENTED.items():
+            if key in parameters:
+                raise Unimplemented(f"parameter '{key}': {why}")
+        timeout = parameters.get("timeout")
         if timeout is None:
             self._deadline: float | None = None
         elif isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0:
@@ -73,6 +84,10 @@ class HttpInferCall:
 
     def status_attributes(self, status: Status) -> SpanAttributes:
         return _STATUS_ATTRIBUTES[status]
+
+    def wants_binary(self) -> bool:
+        """Whether the request asks for any output as binary tensor data."""
+        return self._request.wants_binary()
 
     def decode(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> list[np.ndarray]:
         arrays = codec.decode_inputs(self._request, inputs, self._limits)

@@ -64,6 +64,18 @@ class RestRequest:
         value = self.header.get("id", "")
         return value if isinstance(value, str) else str(value)
 
+    def wants_binary(self) -> bool:
+        """Whether any output is asked for as binary data (see ``requested_outputs``)."""
+        default = self.parameters().get("binary_data_output", False) is True
+        asked = self.header.get("outputs")
+        if not isinstance(asked, list) or not asked:
+            return default
+        for output in asked:
+            params = output.get("parameters") if isinstance(output, dict) else None
+            if (params.get("binary_data", default) if isinstance(params, dict) else default) is True:
+                return True
+        return False
+
     def parameters(self) -> dict[str, Any]:
         params = self.header.get("parameters") or {}
         if not isinstance(params, dict):
@@ -364,6 +376,17 @@ def _to_binary(datatype: DataType, array: np.ndarray) -> bytes:
             parts.append(item)
         return b"".join(parts)
     return np.ascontiguousarray(array, dtype=_WIRE[datatype]).tobytes()
+
+
+def tensor_json(name: str, array: np.ndarray) -> dict[str, Any]:
+    """One tensor as a V2 JSON output tensor."""
+    datatype = DataType.from_numpy(array.dtype)
+    return {
+        "name": name,
+        "datatype": datatype.value,
+        "shape": list(array.shape),
+        "data": _to_json(datatype, array),
+    }
 
 
 def _to_json(datatype: DataType, array: np.ndarray) -> list[Any]:

@@ -13,6 +13,8 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from engine.interfaces import NodeEvent
+from engine.rest.codec import tensor_json
 from engine.serving import FailedGraphView, GraphSummary, GraphView, IndexRow, ReloadOutcome
 from engine.tensors import TensorSpec
 
@@ -39,6 +41,23 @@ def _value(field: FieldDescriptor, value: Any) -> Any:
     if field.type == FieldDescriptor.TYPE_BYTES:
         return value.decode(errors="replace")
     return value
+
+
+def node_event(event: NodeEvent, include_tensors: bool) -> dict[str, Any]:
+    """One node of an Explain answer: its timing, rows, branch and (asked for) its tensors."""
+    entry: dict[str, Any] = {
+        "name": event.node,
+        "kind": event.kind,
+        "start_ns": event.start_ns,
+        "duration_ns": event.duration_ns,
+        "rows": event.rows,
+        "error": event.error or "",
+        "branch": dict(event.branch or {}),
+    }
+    if include_tensors:
+        entry["inputs"] = [tensor_json(n, a) for n, a in event.inputs.items()]
+        entry["outputs"] = [tensor_json(n, a) for n, a in event.outputs.items()]
+    return entry
 
 
 def tensor(spec: TensorSpec) -> dict[str, Any]:

@@ -164,25 +164,15 @@ class RestDoor:
 
     async def explain(self, request: web.Request) -> web.Response:
         call = await self._call(request)
-        (body, header_length), events = await self.core.explain(call)
-        if header_length is not None:
+        if call.wants_binary():  # refused before it runs: the answer nests the response in JSON
             raise InvalidRequest("explain answers JSON only: do not ask for binary outputs")
+        include_tensors = request.query.get("include_tensors", "false").lower() in ("1", "true", "yes")
+        (body, _), events = await self.core.explain(call)
         return json_response(
             {
                 "response": json.loads(body),
                 "run_ns": call.run_ns,
-                "nodes": [
-                    {
-                        "name": e.node,
-                        "kind": e.kind,
-                        "start_ns": e.start_ns,
-                        "duration_ns": e.duration_ns,
-                        "rows": e.rows,
-                        "error": e.error or "",
-                        "branch": dict(e.branch or {}),
-                    }
-                    for e in events
-                ],
+                "nodes": [render.node_event(e, include_tensors) for e in events],
             }
         )
 
@@ -388,7 +378,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         "POST",
         "/v2/engine/graphs/{model}/explain",
         RestDoor.explain,
-        "Inference with every node's timing and branch (Explain)",
+        "Inference with every node's timing and branch (Explain; ?include_tensors=true for its tensors)",
         ADMIN,
         body="InferRequest",
         answer="Explanation",

@@ -148,6 +148,8 @@ def test_error_bodies_name_what_is_wrong(http: httpx.Client) -> None:
         ("POST", "/v2/models/quickstart/infer",
          {**good, "outputs": [{"name": "prob", "parameters": {"classification": 2}}]}, 501, "classification"),
         ("POST", "/v2/models/quickstart/infer", {**good, "parameters": {"timeout": "soon"}}, 400, "timeout"),
+        ("POST", "/v2/models/quickstart/infer", {**good, "parameters": {"sequence_id": 7}}, 501, "sequence"),
+        ("POST", "/v2/models/quickstart/infer", {**good, "parameters": {"priority": 2}}, 501, "priorities"),
         ("POST", "/v2/models/absent/infer", good, 404, "'absent'"),
         ("POST", "/v2/models/quickstart/versions/9/infer", good, 404, "version"),
         ("GET", "/v2/models/absent", {}, 404, "'absent'"),
@@ -255,6 +257,22 @@ def test_health_paths_and_admin_paths(http: httpx.Client) -> None:
     ).json()
     assert [n["name"] for n in explained["nodes"]] == ["embed", "clipped", "classify"]
     assert explained["response"]["outputs"][0]["name"] == "prob"
+    assert "inputs" not in explained["nodes"][0]
+    with_tensors = http.post(
+        "/v2/engine/graphs/quickstart/explain",
+        params={"include_tensors": "true"},
+        json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 1, 2, 3]}]},
+    ).json()
+    embed = with_tensors["nodes"][0]
+    assert embed["inputs"][0]["data"] == [0.0, 1.0, 2.0, 3.0] and embed["outputs"][0]["shape"] == [1, 2]
+    binary = http.post(
+        "/v2/engine/graphs/quickstart/explain",
+        json={
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 1, 2, 3]}],
+            "parameters": {"binary_data_output": True},
+        },
+    )
+    assert binary.status_code == 400 and "JSON only" in binary.json()["error"]
     reloaded = http.post("/v2/engine/reload", json={"names": ["quickstart"]}).json()["results"]
     assert reloaded == [{"name": "quickstart", "version": "1", "action": "unchanged", "error": ""}]
     invalid = http.post("/v2/engine/validate", json={"yaml": "inputs: [", "filename": "graph.yaml"}).json()
@@ -282,3 +300,41 @@ def test_openapi_is_served_and_matches_docs(http: httpx.Client) -> None:
         ["git", "-C", str(ROOT), "ls-files", "docs/openapi.json"], capture_output=True, text=True
     )
     assert checked.stdout.strip() == "docs/openapi.json"
+
+
+def test_every_route_answers_200(http: httpx.Client) -> None:
+    """Each path of the route table (and so of the OpenAPI document), called with real values."""
+    bodies: dict[str, dict[str, object]] = {
+        "InferRequest": {
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0, 1, 2, 3]}]
+        },
+        "ReloadRequest": {"names": ["quickstart"]},
+        "ValidateRequest": {
+            "yaml": (ROOT / "graphs" / "quickstart" / "graph.yaml").read_text(),
+            "graph_dir": "quickstart",
+        },
+        "IndexRequest": {"ready": True},
+        "LoadRequest": {},
+    }
+    unload_last = sorted(ROUTES, key=lambda route: route.path.endswith("/unload"))
+    for route in unload_last:
+        path = route.path.replace("{model}", "quickstart").replace("{version}", "1")
+        answer = http.request(route.method, path, json=bodies.get(route.body))
+        assert answer.status_code == 200, (route.method, route.path, answer.text)
+    assert http.post("/v2/repository/models/quickstart/load").status_code == 200  # the unload undone
+    assert http.get("/v2/models/quickstart/ready").status_code == 200
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_request_bodies_are_accepted(client: thttp.InferenceServerClient, algorithm: str) -> None:
+    x = _x()
+    tensor = thttp.InferInput("x", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=True)
+    plain = client.infer("quickstart", [tensor]).as_numpy("prob")
+    packed = client.infer(
+        "quickstart",
+        [tensor],
+        request_compression_algorithm=algorithm,
+        response_compression_algorithm=algorithm,
+    )
+    np.testing.assert_array_equal(packed.as_numpy("prob"), plain)
