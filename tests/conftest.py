@@ -4,7 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hypothesis  # noqa: F401 - imported up front, see below
 import pytest
+
+# hypothesis's pytest plugin imports hypothesis in its end-of-session summary when no test did.
+# On CPython 3.11.7 compiling a module that late can fail with "SystemError: AST constructor
+# recursion depth mismatch" after some test runs (seen after tests/integration/test_http.py then
+# test_http_serving.py), turning a passing run into exit code 1; imported here, it never compiles late.
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "graphs"

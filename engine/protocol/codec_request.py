@@ -8,7 +8,7 @@ parse answer INVALID_ARGUMENT rather than grpc's UNKNOWN.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, TypeVar
+from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
@@ -16,6 +16,8 @@ from engine.errors import InvalidRequest, TensorError, Unimplemented
 from engine.protocol.codec_decode import SHM_PARAMETER, clip_name, names_text
 from engine.protocol.codec_tables import DEFAULT_LIMITS, CodecLimits
 from engine.protocol.generated.inference import grpc_service_pb2 as pb
+from engine.serving import parameters
+from engine.serving.parameters import ParameterValue
 from engine.tensors import TensorSpec
 
 M = TypeVar("M", bound=Message)
@@ -44,83 +46,16 @@ def parse_infer_request(data: bytes, limits: CodecLimits = DEFAULT_LIMITS) -> pb
     return parse_message(pb.ModelInferRequest, data, limits)
 
 
-MAX_PARAMETERS: Final = 64
-MAX_PARAMETER_KEY_CHARS: Final = 256
-MAX_PARAMETER_VALUE_BYTES: Final = 4096
-_NOT_IMPLEMENTED = {
-    "sequence_id": "sequences (stateful models) are not implemented: every graph call is stateless",
-    "sequence_start": "sequences (stateful models) are not implemented: every graph call is stateless",
-    "sequence_end": "sequences (stateful models) are not implemented: every graph call is stateless",
-    "priority": "request priorities are not implemented: every call is admitted in arrival order",
-}
-SUPPORTED_PARAMETERS: Final = ("binary_data_output", "timeout", "triton_enable_empty_final_response")
-
-
 def check_parameters(request: pb.ModelInferRequest) -> float | None:
-    """Every request-level parameter is one this server implements, small, and of its type.
-
-    Returns the ``timeout`` parameter in seconds (Triton's schedule policy: int64 microseconds),
-    or None. A parameter we do not implement is refused naming it, never ignored; a parameter
-    that asks for the default (``sequence_id`` 0 or "", ``sequence_start``/``_end`` false,
-    ``priority`` 0) means the same as its absence and is accepted."""
-    parameters = request.parameters
-    if not parameters:
+    """The request's parameters as plain values, checked by the one policy every door applies
+    (``engine.serving.parameters``); returns the ``timeout`` in seconds, or None."""
+    if not request.parameters:
         return None
-    if len(parameters) > MAX_PARAMETERS:
-        raise InvalidRequest(f"request has {len(parameters)} parameters, above the limit of {MAX_PARAMETERS}")
-    timeout: float | None = None
-    refused: list[str] = []
-    for key, value in parameters.items():
-        name = clip_name(key)
-        if len(key) > MAX_PARAMETER_KEY_CHARS:
-            raise InvalidRequest(
-                f"parameter '{name}': name is {len(key)} characters, above {MAX_PARAMETER_KEY_CHARS}"
-            )
+    values: dict[str, ParameterValue] = {}
+    for key, value in request.parameters.items():
         kind = value.WhichOneof("parameter_choice")
-        if kind == "string_param" and len(value.string_param) > MAX_PARAMETER_VALUE_BYTES:
-            raise InvalidRequest(
-                f"parameter '{name}': value is {len(value.string_param)} characters, "
-                f"above {MAX_PARAMETER_VALUE_BYTES}"
-            )
-        if key in ("binary_data_output", "triton_enable_empty_final_response"):
-            # The second is tritonclient's and perf_analyzer's for decoupled models: a graph answers
-            # every request with exactly one response, which is the final one, so it holds as asked.
-            if kind != "bool_param":
-                raise InvalidRequest(f"parameter '{key}' must be a bool, not {_kind(kind)}")
-        elif key == "timeout":
-            if kind not in ("int64_param", "uint64_param"):
-                raise InvalidRequest(
-                    f"parameter 'timeout' must be an integer number of microseconds, not {_kind(kind)}"
-                )
-            micros = getattr(value, kind)
-            if micros < 0:
-                raise InvalidRequest(f"parameter 'timeout' must not be negative, got {micros}")
-            timeout = micros / 1e6 if micros else None  # 0: no timeout, as Triton reads it
-        elif key in _NOT_IMPLEMENTED:
-            if not _is_default(value, kind):
-                refused.append(key)
-        else:
-            supported = ", ".join(SUPPORTED_PARAMETERS)
-            raise InvalidRequest(
-                f"parameter '{name}' is not implemented by this server (request parameters it "
-                f"reads: {supported}); remove it"
-            )
-    if refused:
-        refused.sort(key=list(_NOT_IMPLEMENTED).index)
-        named = ", ".join(f"'{key}'" for key in refused)
-        plural = "s" if len(refused) > 1 else ""
-        raise InvalidRequest(f"parameter{plural} {named}: {_NOT_IMPLEMENTED[refused[0]]}")
-    return timeout
-
-
-def _is_default(value: pb.InferParameter, kind: str | None) -> bool:
-    if kind is None:
-        return True
-    return not getattr(value, kind)  # 0, "", false
-
-
-def _kind(kind: str | None) -> str:
-    return (kind or "unset").removesuffix("_param")
+        values[key] = None if kind is None else getattr(value, kind)
+    return parameters.check_parameters(values)
 
 
 def wants_raw(request: pb.ModelInferRequest) -> bool:

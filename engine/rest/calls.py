@@ -14,10 +14,11 @@ from typing import Final
 
 import numpy as np
 
-from engine.errors import InvalidRequest, Status, Unimplemented
+from engine.errors import Status
 from engine.rest import codec
 from engine.rest.status import HTTP_CODES
 from engine.serving import Headers, InferResult, SpanAttributes
+from engine.serving.parameters import check_parameters
 from engine.tensors import TensorSpec
 
 INFER_ROUTE: Final = "/v2/models/{model}[/versions/{version}]/infer"
@@ -25,13 +26,6 @@ INFER_ROUTE: Final = "/v2/models/{model}[/versions/{version}]/infer"
 _STATUS_ATTRIBUTES: Final[dict[Status, SpanAttributes]] = {
     status: {"http.response.status_code": code} for status, code in HTTP_CODES.items()
 }
-NOT_IMPLEMENTED: Final = {
-    "sequence_id": "sequences (stateful models) are not implemented: every graph call is stateless",
-    "sequence_start": "sequences (stateful models) are not implemented: every graph call is stateless",
-    "sequence_end": "sequences (stateful models) are not implemented: every graph call is stateless",
-    "priority": "request priorities are not implemented: every call is admitted in arrival order",
-}
-"""Triton request parameters this server refuses (501) rather than silently ignores."""
 _SPAN: Final[SpanAttributes] = {"http.request.method": "POST", "http.route": INFER_ROUTE}
 
 
@@ -57,17 +51,8 @@ class HttpInferCall:
         self._limits = limits
         self._wanted: tuple[codec.OutputChoice, ...] = ()
         self.run_ns = 0
-        parameters = request.parameters()
-        for key, why in NOT_IMPLEMENTED.items():
-            if key in parameters:
-                raise Unimplemented(f"parameter '{key}': {why}")
-        timeout = parameters.get("timeout")
-        if timeout is None:
-            self._deadline: float | None = None
-        elif isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0:
-            self._deadline = time.monotonic() + timeout / 1e6
-        else:
-            raise InvalidRequest("parameter 'timeout' must be a positive number of microseconds")
+        timeout = check_parameters(request.parameters())  # the policy every door applies
+        self._deadline: float | None = None if timeout is None else time.monotonic() + timeout
 
     @property
     def request_id(self) -> str:
