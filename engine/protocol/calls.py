@@ -162,8 +162,10 @@ class GrpcInferCall:
             outputs=[(name, array) for name, array in chosen if array is not None],
             raw=codec.wants_raw(self._request) if self._raw is None else self._raw,
         )
-        if LINEAGE_PARAMETER in self._request.parameters and _asked(
-            self._request.parameters[LINEAGE_PARAMETER]
+        # a bool (engine.serving.parameters checked it in decode)
+        if (
+            LINEAGE_PARAMETER in self._request.parameters
+            and self._request.parameters[LINEAGE_PARAMETER].bool_param
         ):
             for key, value in result.lineage.items():
                 response.parameters[key].string_param = value
@@ -173,15 +175,6 @@ class GrpcInferCall:
 LINEAGE_PARAMETER: Final = "lineage"
 """A request parameter: true asks for the models behind the answer as response parameters
 (``lineage.<node>.sha256``, ``lineage.<node>.source``; docs/model-sources.md)."""
-
-
-def _asked(parameter: pb.InferParameter) -> bool:
-    which = parameter.WhichOneof("parameter_choice")
-    if which == "bool_param":
-        return parameter.bool_param
-    if which == "string_param":
-        return parameter.string_param.lower() in ("true", "1", "yes")
-    return which in ("int64_param", "uint64_param") and getattr(parameter, which) != 0
 
 
 _ATTRIBUTES: dict[tuple[str, str], SpanAttributes] = {}

@@ -32,7 +32,9 @@ _SPAN: Final[SpanAttributes] = {"http.request.method": "POST", "http.route": INF
 class HttpInferCall:
     """One ``POST /v2/models/{model}/infer`` request."""
 
-    __slots__ = ("_deadline", "_headers", "_limits", "_request", "_wanted", "graph", "run_ns", "version")
+    __slots__ = (
+        "_deadline", "_headers", "_limits", "_lineage", "_request", "_wanted", "graph", "run_ns", "version",
+    )  # fmt: skip
 
     protocol: Final = "http"
 
@@ -51,7 +53,9 @@ class HttpInferCall:
         self._limits = limits
         self._wanted: tuple[codec.OutputChoice, ...] = ()
         self.run_ns = 0
-        timeout = check_parameters(request.parameters())  # the policy every door applies
+        asked = request.parameters()
+        timeout = check_parameters(asked)  # the policy every door applies
+        self._lineage = asked.get("lineage") is True
         self._deadline: float | None = None if timeout is None else time.monotonic() + timeout
 
     @property
@@ -88,4 +92,5 @@ class HttpInferCall:
             model_version=result.version,
             request_id=result.request_id,
             outputs=[(choice, array) for choice, array in chosen if array is not None],
+            parameters=result.lineage if self._lineage else None,
         )

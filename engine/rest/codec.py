@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -343,8 +343,10 @@ def encode_response(
     model_version: str,
     request_id: str,
     outputs: Sequence[tuple[OutputChoice, np.ndarray]],
+    parameters: Mapping[str, str] | None = None,
 ) -> tuple[bytes, int | None]:
-    """The response body and, when it carries binary data, the length of its JSON header."""
+    """The response body and, when it carries binary data, the length of its JSON header;
+    ``parameters``: response-level parameters (the ``lineage`` a request asked for)."""
     tensors: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for choice, array in outputs:
@@ -360,6 +362,8 @@ def encode_response(
     body: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id:
         body["id"] = request_id
+    if parameters:
+        body["parameters"] = dict(parameters)
     body["outputs"] = tensors
     header = json.dumps(body, separators=(",", ":"), allow_nan=True).encode()
     if not chunks:

@@ -7,6 +7,8 @@ INVALID_ARGUMENT naming it: a parameter is never silently ignored.
 
 * ``timeout``: integer microseconds (Triton's schedule-policy parameter); 0 means none.
 * ``binary_data_output``: bool (the binary tensor data extension; a gRPC door honours it too).
+* ``lineage``: bool; true asks for the models behind the answer as response parameters
+  (``lineage.<node>.sha256``, ``lineage.<node>.source``; docs/lineage.md).
 * ``triton_enable_empty_final_response``: bool, sent by tritonclient and perf_analyzer for
   decoupled models; a graph answers every request with exactly one response, the final one.
 * ``sequence_id``/``sequence_start``/``sequence_end`` and ``priority`` are refused unless they ask
@@ -23,14 +25,19 @@ from engine.errors import InvalidRequest
 MAX_PARAMETERS: Final = 64
 MAX_PARAMETER_KEY_CHARS: Final = 256
 MAX_PARAMETER_VALUE_BYTES: Final = 4096
-SUPPORTED_PARAMETERS: Final = ("binary_data_output", "timeout", "triton_enable_empty_final_response")
+SUPPORTED_PARAMETERS: Final = (
+    "binary_data_output",
+    "lineage",
+    "timeout",
+    "triton_enable_empty_final_response",
+)
 NOT_IMPLEMENTED: Final = {
     "sequence_id": "sequences (stateful models) are not implemented: every graph call is stateless",
     "sequence_start": "sequences (stateful models) are not implemented: every graph call is stateless",
     "sequence_end": "sequences (stateful models) are not implemented: every graph call is stateless",
     "priority": "request priorities are not implemented: every call is admitted in arrival order",
 }
-_BOOLS: Final = ("binary_data_output", "triton_enable_empty_final_response")
+_BOOLS: Final = ("binary_data_output", "lineage", "triton_enable_empty_final_response")
 _NAME_CHARS: Final = 64  # a refused name is quoted up to this long
 
 ParameterValue = bool | int | float | str | None
