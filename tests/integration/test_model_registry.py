@@ -335,15 +335,37 @@ def test_every_worker_of_a_fleet_serves_the_moved_alias_after_one_reload(
 
 
 def test_a_registry_that_is_down_never_stops_the_serving_version(
-    registry: MlflowServer, client: triton.InferenceServerClient
+    registry: MlflowServer, client: triton.InferenceServerClient, served: ServerThread, graphs: Path
 ) -> None:
     """Last in the module: it stops the registry."""
     expected = _prob(client, "quickstart", ROWS)
     registry.stop()
-    with pytest.raises(InferenceServerException) as failure:
-        client.load_model("registry_qs")
-    assert "models:/qs-classifier@champion" in str(failure.value)
-    assert "registry unreachable" in str(failure.value)
-    assert "127.0.0.1" not in str(failure.value)  # no addresses in messages
+    # Nothing changed but the registry is gone: the alias is taken as what it last named (cached),
+    # so the reload has nothing to swap and the version keeps serving.
+    client.load_model("registry_qs")
     assert client.is_model_ready("registry_qs")
     np.testing.assert_allclose(_prob(client, "registry_qs", ROWS), expected, rtol=1e-6)
+    # A new version that needs something the registry was never asked about fails, naming it.
+    path = graphs / "registry_qs" / "graph.yaml"
+    path.write_text(REGISTRY_GRAPH.replace("@champion", "@challenger"))
+    try:
+        with pytest.raises(InferenceServerException) as failure:
+            client.load_model("registry_qs")
+        assert "models:/qs-classifier@challenger" in str(failure.value)
+        assert "registry unreachable" in str(failure.value)
+        assert "127.0.0.1" not in str(failure.value)  # no addresses in messages
+        np.testing.assert_allclose(_prob(client, "registry_qs", ROWS), expected, rtol=1e-6)
+    finally:
+        path.write_text(REGISTRY_GRAPH)
+    # A server started while the registry is down (a restarted worker or pod) serves what the
+    # others serve: the cached version the alias last named.
+    with ServerThread(
+        graphs,
+        model_registry=served.settings.model_registry,
+        model_cache=served.settings.model_cache,
+    ) as restarted:
+        fresh = triton.InferenceServerClient(restarted.url)
+        try:
+            np.testing.assert_allclose(_prob(fresh, "registry_qs", ROWS), expected, rtol=1e-6)
+        finally:
+            fresh.close()
