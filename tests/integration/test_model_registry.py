@@ -273,6 +273,32 @@ def test_engine_lineage_finds_every_served_node_using_a_model(served: ServerThre
     assert (unused.returncode, unused.stdout.strip()) == (1, "no served graph uses model 'models:/nobody'")
 
 
+def test_a_polling_server_serves_a_moved_alias_by_itself(
+    registry: MlflowServer, graphs: Path, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(graphs / "registry_qs", repo / "registry_qs")
+    with ServerThread(
+        repo,
+        model_registry={"mlflow": {"tracking_uri": registry.url}},
+        model_cache=str(tmp_path / "cache"),
+        reload_interval_s=0.2,
+    ) as polling:
+        fresh = triton.InferenceServerClient(polling.url)
+        try:
+            before = _prob(fresh, "registry_qs", ROWS)
+            registry.set_alias("qs-classifier", "champion", "2")
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # no reload is asked for: the poll sees the alias move
+                if np.allclose(_prob(fresh, "registry_qs", ROWS), 1.0 - before, atol=1e-5):
+                    break
+                time.sleep(0.1)
+            np.testing.assert_allclose(_prob(fresh, "registry_qs", ROWS), 1.0 - before, atol=1e-5)
+        finally:
+            registry.set_alias("qs-classifier", "champion", "1")
+            fresh.close()
+
+
 def test_an_unknown_alias_fails_the_load_naming_it_and_the_old_version_serves(
     client: triton.InferenceServerClient, graphs: Path
 ) -> None:
