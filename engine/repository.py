@@ -310,8 +310,9 @@ class GraphRepository:
 
     async def _references_now(self, path: Path) -> str:
         """What the graph's model references name now (an alias: its current version), for the
-        fingerprint, so a moved alias is a change. A reference that cannot be asked about (registry
-        down) is a change too: the load then fails naming it, and the serving version stays."""
+        fingerprint, so a moved alias is a change. A reference that cannot be resolved at all (registry
+        down, nothing cached for it) is a change too: the load then fails naming it, and the serving
+        version stays."""
         references = await asyncio.to_thread(model_references, path)
         if not references or self.models is None:
             return ""

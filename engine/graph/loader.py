@@ -24,6 +24,7 @@ from engine.graph.values.diagnostics import Report
 from engine.graph.values.plan import Plan
 from engine.graph.values.spec import GraphSpec
 from engine.interfaces import (
+    MODEL_REFERENCE_PREFIXES,
     FeatureCatalog,
     ModelArtifact,
     ModelRuntime,
@@ -158,7 +159,10 @@ def model_references(path: Path) -> list[tuple[str, str | None]]:
     Read without validating (a reload asks what they name now before deciding to compile): a file
     that does not parse has none, and its load reports why."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if not any(prefix in text for prefix in MODEL_REFERENCE_PREFIXES):  # most graphs: files only
+            return []
+        doc = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
     nodes = doc.get("nodes") if isinstance(doc, dict) else None

@@ -3,7 +3,8 @@
     <root>/sha256/<hex>.onnx     the verified bytes (written to a temporary file, hashed while
                                  written, renamed into place only when the digest is right)
     <root>/refs/<key>            the digest an immutable reference was found to have
-                                 (``models:/fraud/3`` at one registry), so it is fetched once
+                                 (``models:/fraud/3`` at one registry), so it is fetched once;
+                                 and the version an alias last named, for when the registry is down
 
 Several processes (``--workers``) may share the folder: every write is a rename of a complete
 file, so a reader sees either nothing or the whole file, and two writers write the same bytes.
@@ -73,19 +74,29 @@ class ModelCache:
 
     def remembered(self, key: str) -> str | None:
         """The digest recorded for immutable reference ``key``, when its file is still cached."""
-        try:
-            digest = (self.root / "refs" / _key_file(key)).read_text().strip()
-        except OSError:
-            return None
-        return digest if _HEX.match(digest) and self.path_of(digest).is_file() else None
+        digest = self.recall(key)
+        return digest if digest and _HEX.match(digest) and self.path_of(digest).is_file() else None
 
     def remember(self, key: str, digest: str) -> None:
+        self.note(key, digest)
+
+    def recall(self, key: str) -> str | None:
+        """The text last noted under ``key``, if any."""
+        try:
+            return (self.root / "refs" / _key_file(key)).read_text().strip() or None
+        except OSError:
+            return None
+
+    def note(self, key: str, text: str) -> None:
         folder = self.root / "refs"
         folder.mkdir(parents=True, exist_ok=True)
+        target = folder / _key_file(key)
+        if self.recall(key) == text:
+            return
         handle, temporary = tempfile.mkstemp(dir=folder, prefix=".partial-")
         with os.fdopen(handle, "w") as out:
-            out.write(digest)
-        os.replace(temporary, folder / _key_file(key))
+            out.write(text)
+        os.replace(temporary, target)
 
 
 def _key_file(key: str) -> str:

@@ -27,6 +27,12 @@ import yaml
 
 from engine.registry.references import RegistryReference
 
+
+class RegistryUnreachable(ValueError):
+    """The registry did not answer (connection refused, timeout, a 5xx): nothing is known about the
+    reference, as opposed to the registry saying it does not exist."""
+
+
 API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 CHUNK = 1 << 20
@@ -110,13 +116,17 @@ class MlflowRegistry:
                 _check(ref, response)
                 yield from response.iter_bytes(CHUNK)
         except httpx.HTTPError as exc:
-            raise ValueError(f"model registry did not deliver '{ref.text}' ({type(exc).__name__})") from exc
+            raise RegistryUnreachable(
+                f"model registry did not deliver '{ref.text}' ({type(exc).__name__})"
+            ) from exc
 
     def _get_json(self, ref: RegistryReference, url: str, params: dict[str, str]) -> dict[str, Any]:
         try:
             response = self._client.get(url, params=params)
         except httpx.HTTPError as exc:
-            raise ValueError(f"model registry unreachable for '{ref.text}' ({type(exc).__name__})") from exc
+            raise RegistryUnreachable(
+                f"model registry unreachable for '{ref.text}' ({type(exc).__name__})"
+            ) from exc
         _check(ref, response)
         try:
             body = response.json()
@@ -140,7 +150,8 @@ def _check(ref: RegistryReference, response: httpx.Response) -> None:
     ):
         what = f"alias '{ref.alias}'" if ref.alias else f"version {ref.version}"
         raise ValueError(f"registry model '{ref.name}' has no {what} (or its files are missing)")
-    raise ValueError(f"model registry failed on '{ref.text}' (HTTP {response.status_code})")
+    failed = RegistryUnreachable if response.status_code >= 500 else ValueError
+    raise failed(f"model registry failed on '{ref.text}' (HTTP {response.status_code})")
 
 
 def _error_code(response: httpx.Response) -> str:

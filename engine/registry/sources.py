@@ -22,7 +22,7 @@ import httpx
 from engine.interfaces import ModelArtifact
 from engine.registry import pinned_url
 from engine.registry.cache import ModelCache, normalise_digest
-from engine.registry.mlflow import MlflowRegistry
+from engine.registry.mlflow import MlflowRegistry, RegistryUnreachable
 from engine.registry.references import PREFIX, RegistryReference, parse_registry_reference
 
 log = logging.getLogger("engine.registry")
@@ -70,7 +70,7 @@ class ModelSources:
     def identify(self, reference: str, sha256: str | None = None) -> str:
         if reference.startswith(PREFIX):
             ref = parse_registry_reference(reference)
-            return ref.at(self._registry(ref).version_of(ref)).text if ref.alias else ref.text
+            return self._exact(ref, self._registry(ref)).text
         pinned_url.check_url(reference, sha256)
         return f"{pinned_url.shown(reference)}#{sha256}"
 
@@ -99,10 +99,33 @@ class ModelSources:
             )
         return self.mlflow
 
+    def _exact(self, ref: RegistryReference, registry: MlflowRegistry) -> RegistryReference:
+        """The immutable version ``ref`` names. An alias is asked of the registry; while the registry
+        cannot be reached, the version it named when last asked, if that version is cached: so a
+        restarted worker or pod serves what the others serve (said in the log) instead of nothing."""
+        if not ref.alias:
+            return ref
+        key = f"mlflow|{registry.tracking_uri}|{ref.text}"
+        try:
+            version = registry.version_of(ref)
+        except RegistryUnreachable:
+            last = self.cache.recall(key)
+            exact = ref.at(last) if last else None
+            if exact is None or not self.cache.remembered(f"mlflow|{registry.tracking_uri}|{exact.text}"):
+                raise
+            log.warning(
+                "model registry unreachable: %s is served as %s, what it named when last resolved",
+                ref.text,
+                exact.text,
+            )
+            return exact
+        self.cache.note(key, version)
+        return ref.at(version)
+
     def _fetch_registered(self, reference: str, pin: str | None) -> ModelArtifact:
         ref = parse_registry_reference(reference)
         registry = self._registry(ref)
-        exact = ref.at(registry.version_of(ref)) if ref.alias else ref
+        exact = self._exact(ref, registry)
         key = f"mlflow|{registry.tracking_uri}|{exact.text}"
         with self._fetching:
             digest = self.cache.remembered(key)

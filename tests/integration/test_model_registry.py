@@ -9,6 +9,7 @@ served beside it gives the expected numbers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
@@ -51,6 +52,20 @@ outputs:
   prob: classify.prob
 logging: {sample: 1.0}
 """
+SHADOW_GRAPH = """\
+graph: registry_shadow
+inputs:
+  x: {datatype: FP32, shape: [-1, 4]}
+nodes:
+  embed: {model: scaler.onnx, inputs: {x: inputs.x}}
+  classify: {model: classifier.onnx, inputs: {x: embed.z}}
+  challenger:
+    shadow: classify
+    model: models:/qs-classifier/2
+    compare: {prob: {abs_tol: 0.01}}
+outputs:
+  prob: classify.prob
+"""
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +87,12 @@ def graphs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(QUICKSTART, root / "quickstart")
     (root / "registry_qs").mkdir()
     (root / "registry_qs" / "graph.yaml").write_text(REGISTRY_GRAPH)
+    (
+        root / "registry_shadow"
+    ).mkdir()  # the live classifier from the folder, its challenger from the registry
+    shutil.copy(QUICKSTART / "scaler.onnx", root / "registry_shadow" / "scaler.onnx")
+    shutil.copy(QUICKSTART / "classifier.onnx", root / "registry_shadow" / "classifier.onnx")
+    (root / "registry_shadow" / "graph.yaml").write_text(SHADOW_GRAPH)
     return root
 
 
@@ -121,8 +142,31 @@ def test_the_cache_holds_each_model_under_its_digest(served: ServerThread) -> No
     assert served.server is not None
     live = served.server.repository.get("registry_qs")
     assert live.sources == {"embed": "models:/qs-scaler/1", "classify": "models:/qs-classifier/1"}
-    cached = sorted(p.name for p in Path(served.settings.model_cache).glob("sha256/*.onnx"))
-    assert cached == sorted(f"{live.models[n]}.onnx" for n in ("embed", "classify"))
+    cached = {p.stem: p for p in Path(served.settings.model_cache).glob("sha256/*.onnx")}
+    assert {live.models["embed"], live.models["classify"]} <= set(cached)
+    for digest, path in cached.items():  # content-addressed: every file is named by its own digest
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def test_a_shadow_candidate_comes_from_the_registry_and_is_compared(
+    client: triton.InferenceServerClient, served: ServerThread
+) -> None:
+    assert served.server is not None
+    live = served.server.repository.get("registry_shadow")
+    assert live.sources == {"challenger": "models:/qs-classifier/2"}
+    assert "lineage.challenger.sha256" not in live.lineage  # a shadow never shapes the answer
+    expected = _prob(client, "quickstart", ROWS)
+    np.testing.assert_allclose(_prob(client, "registry_shadow", ROWS), expected, rtol=1e-6)
+    comparisons = served.server.repository.comparisons
+
+    def compared() -> int:  # candidate runs that finished and were compared with the live answer
+        ours = [c for c in comparisons.state("registry_shadow") if c["shadow"] == "challenger"]
+        return sum(c["counts"]["ok"] for c in ours)
+
+    deadline = time.monotonic() + 10
+    while not compared() and time.monotonic() < deadline:  # shadows run off the response path
+        time.sleep(0.05)
+    assert compared()
 
 
 def test_a_moved_alias_is_served_after_a_reload(
@@ -217,15 +261,42 @@ def test_engine_lineage_finds_every_served_node_using_a_model(served: ServerThre
     by_name = _engine("lineage", "model", "models:/qs-classifier", "--json", "--url", served.url)
     assert by_name.returncode == 0, by_name.stderr
     uses = [json.loads(line) for line in by_name.stdout.splitlines()]
-    assert [(u["graph"], u["node"], u["model"], u["source"]) for u in uses] == [
-        ("registry_qs", "classify", "models:/qs-classifier@champion", "models:/qs-classifier/1")
+    assert sorted((u["graph"], u["node"], u["kind"], u["model"], u["source"]) for u in uses) == [
+        ("registry_qs", "classify", "model", "models:/qs-classifier@champion", "models:/qs-classifier/1"),
+        ("registry_shadow", "challenger", "shadow", "models:/qs-classifier/2", "models:/qs-classifier/2"),
     ]
-    # the same bytes served from a graph folder and from the registry: a digest finds both
+    # the same bytes served from graph folders and from the registry: a digest finds them all
     by_digest = _engine("lineage", "model", digest[:12], "--json", "--url", served.url)
     found = sorted((u["graph"], u["node"]) for u in map(json.loads, by_digest.stdout.splitlines()))
-    assert found == [("quickstart", "classify"), ("registry_qs", "classify")]
+    assert found == [("quickstart", "classify"), ("registry_qs", "classify"), ("registry_shadow", "classify")]
     unused = _engine("lineage", "model", "models:/nobody", "--url", served.url)
     assert (unused.returncode, unused.stdout.strip()) == (1, "no served graph uses model 'models:/nobody'")
+
+
+def test_a_polling_server_serves_a_moved_alias_by_itself(
+    registry: MlflowServer, graphs: Path, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(graphs / "registry_qs", repo / "registry_qs")
+    with ServerThread(
+        repo,
+        model_registry={"mlflow": {"tracking_uri": registry.url}},
+        model_cache=str(tmp_path / "cache"),
+        reload_interval_s=0.2,
+    ) as polling:
+        fresh = triton.InferenceServerClient(polling.url)
+        try:
+            before = _prob(fresh, "registry_qs", ROWS)
+            registry.set_alias("qs-classifier", "champion", "2")
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # no reload is asked for: the poll sees the alias move
+                if np.allclose(_prob(fresh, "registry_qs", ROWS), 1.0 - before, atol=1e-5):
+                    break
+                time.sleep(0.1)
+            np.testing.assert_allclose(_prob(fresh, "registry_qs", ROWS), 1.0 - before, atol=1e-5)
+        finally:
+            registry.set_alias("qs-classifier", "champion", "1")
+            fresh.close()
 
 
 def test_an_unknown_alias_fails_the_load_naming_it_and_the_old_version_serves(
@@ -290,15 +361,37 @@ def test_every_worker_of_a_fleet_serves_the_moved_alias_after_one_reload(
 
 
 def test_a_registry_that_is_down_never_stops_the_serving_version(
-    registry: MlflowServer, client: triton.InferenceServerClient
+    registry: MlflowServer, client: triton.InferenceServerClient, served: ServerThread, graphs: Path
 ) -> None:
     """Last in the module: it stops the registry."""
     expected = _prob(client, "quickstart", ROWS)
     registry.stop()
-    with pytest.raises(InferenceServerException) as failure:
-        client.load_model("registry_qs")
-    assert "models:/qs-classifier@champion" in str(failure.value)
-    assert "registry unreachable" in str(failure.value)
-    assert "127.0.0.1" not in str(failure.value)  # no addresses in messages
+    # Nothing changed but the registry is gone: the alias is taken as what it last named (cached),
+    # so the reload has nothing to swap and the version keeps serving.
+    client.load_model("registry_qs")
     assert client.is_model_ready("registry_qs")
     np.testing.assert_allclose(_prob(client, "registry_qs", ROWS), expected, rtol=1e-6)
+    # A new version that needs something the registry was never asked about fails, naming it.
+    path = graphs / "registry_qs" / "graph.yaml"
+    path.write_text(REGISTRY_GRAPH.replace("@champion", "@challenger"))
+    try:
+        with pytest.raises(InferenceServerException) as failure:
+            client.load_model("registry_qs")
+        assert "models:/qs-classifier@challenger" in str(failure.value)
+        assert "registry unreachable" in str(failure.value)
+        assert "127.0.0.1" not in str(failure.value)  # no addresses in messages
+        np.testing.assert_allclose(_prob(client, "registry_qs", ROWS), expected, rtol=1e-6)
+    finally:
+        path.write_text(REGISTRY_GRAPH)
+    # A server started while the registry is down (a restarted worker or pod) serves what the
+    # others serve: the cached version the alias last named.
+    with ServerThread(
+        graphs,
+        model_registry=served.settings.model_registry,
+        model_cache=served.settings.model_cache,
+    ) as restarted:
+        fresh = triton.InferenceServerClient(restarted.url)
+        try:
+            np.testing.assert_allclose(_prob(fresh, "registry_qs", ROWS), expected, rtol=1e-6)
+        finally:
+            fresh.close()

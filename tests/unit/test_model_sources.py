@@ -252,3 +252,21 @@ def test_a_reference_without_a_model_source_is_reported_at_its_node(tmp_path: Pa
         assert "models:/fraud@champion" in problem.message and "no model source" in problem.message
     finally:
         runtimes.close()
+
+
+def test_a_reload_reads_the_references_and_pins_without_compiling(tmp_path: Path) -> None:
+    from engine.graph import model_references
+
+    path = tmp_path / "graph.yaml"
+    path.write_text(
+        "nodes:\n"
+        "  a: {model: a.onnx, inputs: x}\n"
+        "  b: {model: 'models:/fraud@champion', inputs: x}\n"
+        f"  c: {{model: 'https://models.example/c.onnx', sha256: 'SHA256:{'AB' * 32}', inputs: x}}\n"
+    )
+    assert model_references(path) == [
+        ("models:/fraud@champion", None),
+        ("https://models.example/c.onnx", "ab" * 32),
+    ]
+    path.write_text("nodes: [this is not: a graph")  # its load reports why; a reload sees no references
+    assert model_references(path) == []
