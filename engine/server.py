@@ -333,6 +333,8 @@ class EngineServer:
             admission_queue_depth=self.state.admission.queued,
             shadows=self._shadow_report(),
             shadow_pool={"in_flight": self.shadows.in_flight, "queued": self.shadows.queued},
+            shadow_shed=dict(self.shadows.shed_reasons),
+            loop_lag_s=self.state.admission.loop_lag_s,
         )
 
     def _shadow_report(self) -> ShadowReport | None:

@@ -69,6 +69,9 @@ class _Job:
     results: RequestShadows | None
 
 
+SHED_REASONS = ("queue_full", "live_pressure", "back_off", "draining")
+
+
 class ShadowPool:
     """Shadow work for every graph of one process, under one concurrency limit and queue.
 
@@ -99,6 +102,9 @@ class ShadowPool:
         self._pressure = False
         self._closed = False
         self.internal_errors = 0
+        # why runs were shed: queue_full, live_pressure (live calls queueing), back_off (a candidate
+        # failing in a row runs on a probe share only), draining (shutting down)
+        self.shed_reasons: dict[str, int] = dict.fromkeys(SHED_REASONS, 0)
 
     @property
     def in_flight(self) -> int:
@@ -133,7 +139,9 @@ class ShadowPool:
             if not self.sampled(comparison.config.sample, request_id):
                 self._refuse(comparison, SKIPPED, results)
                 return False
-            if self._closed or self._pressure or self._full() or self._backing_off(comparison):
+            reason = self._shed_reason(comparison)
+            if reason is not None:
+                self.shed_reasons[reason] += 1
                 self._refuse(comparison, SHED, results)
                 return False
             if results is not None:
@@ -153,6 +161,7 @@ class ShadowPool:
         """Live admission is (``True``) or is no longer overloaded: shed shadows first, queued ones too."""
         self._pressure = on
         while on and self._waiting:
+            self.shed_reasons["live_pressure"] += 1
             self._finish(self._waiting.popleft(), SHED)
 
     async def drain(self, grace_s: float) -> None:
@@ -167,6 +176,17 @@ class ShadowPool:
             task.cancel()
         if late:
             await asyncio.wait(late, timeout=1.0)  # work that swallows cancellation is abandoned
+
+    def _shed_reason(self, comparison: ShadowComparison) -> str | None:
+        if self._closed:
+            return "draining"
+        if self._pressure:
+            return "live_pressure"
+        if self._full():
+            return "queue_full"
+        if self._backing_off(comparison):
+            return "back_off"
+        return None
 
     def _backing_off(self, comparison: ShadowComparison) -> bool:
         """A candidate that failed ``BREAK_AFTER`` times in a row runs on one sampled request in

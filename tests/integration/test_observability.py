@@ -221,6 +221,47 @@ def test_metrics_count_what_was_sent(example_graphs: Path) -> None:
     assert samples[("engine_graph_ready", (("graph", "fraud"), ("version", "1")))] == 1
     assert samples[("engine_in_flight_requests", ())] == 0
     assert ("process_resident_memory_bytes", ()) in samples
+    # the request log's counters exist without a sink, at 0: one name for alerts and load tests
+    assert samples[("engine_request_log_records_total", (("outcome", "dropped"),))] == 0
+    assert ("engine_event_loop_lag_seconds", ()) in samples
+    for reason in ("queue_full", "live_pressure", "back_off", "draining"):
+        assert samples[("engine_shadow_shed_total", (("reason", reason),))] == 0
+
+
+def test_shadow_latency_is_a_histogram_that_adds_up(example_graphs: Path) -> None:
+    with ServerThread(example_graphs) as server:
+        client = triton.InferenceServerClient(server.url)
+        for _ in range(6):
+            client.infer("fraud", _fraud_inputs([2000.0, 50.0]))  # one row takes deep, and its shadow
+        client.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # shadows finish off the response path
+            samples = _scrape(server.server.metrics_port)
+            runs = samples.get(
+                (
+                    "engine_shadow_requests_total",
+                    (("graph", "fraud"), ("outcome", "run"), ("shadow", "deep_v2"), ("target", "deep")),
+                ),
+                0,
+            )
+            if runs == 6:
+                break
+            time.sleep(0.05)
+    assert runs == 6
+    for side in ("live", "shadow"):
+        labels = (("graph", "fraud"), ("shadow", "deep_v2"), ("side", side))
+        assert samples[("engine_shadow_latency_seconds_count", labels)] == 6
+        assert (
+            samples[("engine_shadow_latency_seconds_bucket", (labels[0], ("le", "+Inf"), *labels[1:]))] == 6
+        )
+        buckets = sorted(
+            (float(dict(k)["le"]), v)
+            for (name, k), v in samples.items()
+            if name == "engine_shadow_latency_seconds_bucket" and dict(k)["side"] == side
+        )
+        assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
+        assert 0 < samples[("engine_shadow_latency_seconds_sum", labels)] < 6 * 10
+    assert not any(name == "engine_shadow_latency_p99_seconds" for name, _ in samples)
 
 
 def _free_port() -> int:
