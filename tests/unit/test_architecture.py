@@ -51,6 +51,8 @@ ALLOWED: dict[str, set[str]] = {
         "engine.graph.compiling",
     },
     "engine.graph.draw": GRAPH_BASE | {"engine.graph.values"},
+    # The graph file's JSON Schema, built from the readers' key tables and the op table.
+    "engine.graph.schema": GRAPH_BASE | {"engine.graph.values", "engine.graph.ops", "engine.graph.reading"},
     "engine.execution": KERNEL | {"engine.graph.values", "engine.shadow"},
     "engine.repository": KERNEL | {"engine.graph", "engine.execution", "engine.shadow"},
     "engine.serving": KERNEL | {"engine.repository", "engine.execution", "engine.graph", "engine.shadow"},
