@@ -423,10 +423,9 @@ async def serve(settings: ServeSettings) -> None:
 
 def run(settings: ServeSettings) -> None:
     """Entry point for one server process, on uvloop when available and wanted."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
+    from engine.cli.log_format import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
     loop_factory = None
     if settings.uvloop:
         try:

@@ -26,7 +26,7 @@ from engine.errors import EngineError, Status, status_of
 from engine.interfaces import EventLog, NodeEvent, Observer, RequestOutcome, RequestRecorder
 from engine.repository import GraphRepository, ServedGraph
 from engine.serving.call import InferCall, InferResult
-from engine.serving.failure import current_trace_id
+from engine.serving.failure import CURRENT_REQUEST_ID, current_trace_id
 from engine.serving.state import ServingState
 from engine.serving.tracing import ObserverFactory, RequestTracing
 from engine.shadow.dispatch import ShadowDispatcher
@@ -91,6 +91,8 @@ class InferenceCore:
             life.count_unrouted(status_of(exc).value)
             raise
         admission = life.admission
+        if call.request_id:  # log lines of this call (JSON log format) carry its id
+            CURRENT_REQUEST_ID.set(call.request_id)
         try:
             await admission.acquire(call.time_remaining())
         except EngineError as exc:  # shed before any work: counted under its graph
