@@ -35,7 +35,7 @@ from engine.observability.log_config import recorder_options, request_log_from_c
 from engine.observability.metrics import EngineSnapshot, MetricsServer
 from engine.observability.recorder import Recorder
 from engine.observability.request_record import hash_key_from_env
-from engine.observability.tracing import NodeSpans, TracingSettings, setup_tracing
+from engine.observability.tracing import NodeSpans, ShadowSpans, TracingSettings, setup_tracing
 from engine.protocol import admin, codec, inference
 from engine.protocol.admin import AdminService
 from engine.protocol.generated import POOL
@@ -114,6 +114,8 @@ class EngineServer:
             if self.tracer_provider is not None
             else None
         )
+        if self.tracer_provider is not None:  # a span per shadow run, linked to its live request
+            self.shadows.hook = ShadowSpans(self.tracer_provider.get_tracer("engine"))
         self.request_log = request_log_from_config(settings.request_log) if settings.request_log else None
         self.recorder = (
             Recorder(

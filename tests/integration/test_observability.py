@@ -294,3 +294,28 @@ def test_workers_metrics_are_merged_with_a_worker_label(example_graphs: Path) ->
         if name == "engine_requests_total" and dict(labels).get("code") == "OK"
     )
     assert served == 20
+
+
+def test_each_shadow_run_has_a_span_linked_to_its_live_request(traced) -> None:  # type: ignore[no-untyped-def]
+    server, exporter = traced
+    trace_id = "5bf92f3577b34da6a3ce929d0e0e4737"
+    client = triton.InferenceServerClient(server.url)
+    client.infer("fraud", _fraud_inputs([5000.0]), headers={"traceparent": f"00-{trace_id}-{PARENT_SPAN}-01"})
+    client.close()
+    (request,) = [s for s in _spans_of(exporter, int(trace_id, 16)) if s.name == REQUEST_SPAN]
+    deadline = time.monotonic() + 10
+    shadows: list = []  # type: ignore[type-arg]
+    while time.monotonic() < deadline and not shadows:  # the shadow finishes off the response path
+        shadows = [
+            s
+            for s in exporter.get_finished_spans()
+            if s.name == "shadow deep_v2"
+            and any(link.context.span_id == request.context.span_id for link in s.links)
+        ]
+        time.sleep(0.05)
+    (shadow,) = shadows
+    assert shadow.parent is None  # its own trace: the live request did not wait for it
+    assert shadow.attributes["engine.shadow.target"] == "deep"
+    assert shadow.attributes["engine.shadow.outcome"] == "ok"
+    (link,) = shadow.links
+    assert format(link.context.trace_id, "032x") == trace_id
