@@ -104,6 +104,7 @@ class GraphEntry:
     last_error: str = ""
     diagnostics: tuple[Diagnostic, ...] = ()
     unloaded: bool = False
+    rejected: dict[str, str] = field(default_factory=dict)  # version folder ("" unnumbered) -> why
 
     @property
     def state(self) -> str:
@@ -236,6 +237,7 @@ class GraphRepository:
         versions = dict(entry.versions)
         results: list[ReloadResult] = []
         errors: list[str] = []
+        rejected: dict[str, str] = {}
         diagnostics: list[Diagnostic] = []
         for version, served in list(versions.items()):
             if served.source_key not in files:
@@ -252,6 +254,7 @@ class GraphRepository:
                 served = await self._load_version(path, fingerprint, key)
             except GraphInvalid as exc:
                 errors.append(str(exc))
+                rejected[key if key != "*" else ""] = str(exc)
                 self.load_failures[name] = self.load_failures.get(name, 0) + 1
                 diagnostics.extend(exc.diagnostics)
                 results.append(ReloadResult(name, key if key != "*" else "", "failed", str(exc)))
@@ -263,7 +266,11 @@ class GraphRepository:
             results.append(ReloadResult(name, served.version, "loaded"))
             log.info("graph %s version %s loaded from %s", name, served.version, path)
         latest = max(versions, key=_version_key) if versions else ""
-        self._swap(GraphEntry(name, entry.folder, versions, latest, "; ".join(errors), tuple(diagnostics)))
+        self._swap(
+            GraphEntry(
+                name, entry.folder, versions, latest, "; ".join(errors), tuple(diagnostics), rejected=rejected
+            )
+        )
         return results
 
     def _drift(self, graph: CompiledGraph, folder: Path) -> VersionDrift | None:

@@ -38,7 +38,7 @@ from engine.observability.log_config import recorder_options, request_log_from_c
 from engine.observability.metrics import EngineSnapshot, MetricsServer
 from engine.observability.recorder import Recorder
 from engine.observability.request_record import hash_key_from_env
-from engine.observability.tracing import NodeSpans, TracingSettings, setup_tracing
+from engine.observability.tracing import NodeSpans, ShadowSpans, TracingSettings, setup_tracing
 from engine.protocol import admin, codec, inference
 from engine.protocol.admin import AdminService
 from engine.protocol.generated import POOL
@@ -137,6 +137,8 @@ class EngineServer:
             if self.tracer_provider is not None
             else None
         )
+        if self.tracer_provider is not None:  # a span per shadow run, linked to its live request
+            self.shadows.hook = ShadowSpans(self.tracer_provider.get_tracer("engine"))
         self.request_log = request_log_from_config(settings.request_log) if settings.request_log else None
         self.recorder = (
             Recorder(
@@ -458,6 +460,8 @@ class EngineServer:
             shadow_pool={"in_flight": self.shadows.in_flight, "queued": self.shadows.queued},
             drift=self._drift_rows(),
             quality=merge_quality([w.state() for w in self.repository.quality_windows()]),
+            shadow_shed=dict(self.shadows.shed_reasons),
+            loop_lag_s=self.state.admission.loop_lag_s,
         )
 
     def _drift_rows(self) -> list[DriftRow]:
@@ -581,10 +585,9 @@ async def serve(settings: ServeSettings) -> None:
 
 def run(settings: ServeSettings) -> None:
     """Entry point for one server process, on uvloop when available and wanted."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
+    from engine.cli.log_format import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
     loop_factory = None
     if settings.uvloop:
         try:

@@ -7,7 +7,6 @@ a flag is here, and the resolved settings travel whole to each worker (``ServeSe
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -43,10 +42,9 @@ def _serve(args: argparse.Namespace) -> int:
         if settings.port == 0:
             print("engine serve: --workers > 1 needs a fixed --port", file=sys.stderr)
             return 2
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-        )
+        from engine.cli.log_format import setup_logging
+
+        setup_logging(settings.log_level, settings.log_format)
         from engine.fleet.supervisor import run_supervisor
 
         return run_supervisor(settings)

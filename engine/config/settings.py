@@ -72,6 +72,12 @@ class ServeSettings:
     reflection: bool = setting(True, "gRPC server reflection")
     uvloop: bool = setting(True, "use uvloop when installed")
     log_level: str = setting("INFO", "logging level")
+    log_format: str = setting(
+        "text",
+        "server log lines: text, or json (one object per line with time, level, logger, message, "
+        "trace_id, span_id, request_id, error_id)",
+        choices=("text", "json"),
+    )
     max_concurrency: int = setting(128, "inference calls executing at once per process; 0 = no limit")
     max_queue: int = setting(
         512,

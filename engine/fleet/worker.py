@@ -133,10 +133,9 @@ async def _main() -> int:
 
 
 def _setup_logging(settings: ServeSettings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
+    from engine.cli.log_format import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
 
 
 def main() -> int:

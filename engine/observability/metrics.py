@@ -25,7 +25,7 @@ from engine.execution.stats import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S, GraphS
 from engine.interfaces import FEATURE_STATUS_NAMES
 from engine.monitoring.drift import DriftRow
 from engine.monitoring.quality import OUTCOMES, Quality
-from engine.shadow.report import ShadowReport
+from engine.shadow.report import LATENCY_BOUNDS_S, ShadowReport
 
 _LE = [*(f"{b:g}" for b in LATENCY_BUCKETS_S), "+Inf"]
 _BATCH_LE = [*(str(b) for b in BATCH_SIZE_BUCKETS), "+Inf"]
@@ -50,6 +50,8 @@ class EngineSnapshot:
     shadow_pool: Mapping[str, int] = field(default_factory=dict)  # in_flight / queued
     drift: list[DriftRow] = field(default_factory=list)  # this process's drift per column and window
     quality: list[Quality] = field(default_factory=list)  # this process's live quality per version
+    shadow_shed: Mapping[str, int] = field(default_factory=dict)  # shed shadow runs by reason
+    loop_lag_s: float = 0.0  # how late the event loop last ran a timer (decayed)
     extra: list[Metric] = field(default_factory=list)  # families other parts contribute
 
 
@@ -184,21 +186,28 @@ class EngineCollector(Collector):
             "Inference calls waiting for a slot",
             value=snap.admission_queue_depth,
         )
-        if snap.request_log:
-            records = CounterMetricFamily(
-                "engine_request_log_records",
-                "Request-log records by outcome: written to the sink, dropped (queue full or not "
-                "flushed at shutdown), failed (the sink refused them)",
-                labels=["outcome"],
-            )
-            for outcome in ("written", "dropped", "failed"):
-                records.add_metric([outcome], snap.request_log.get(outcome, 0))
-            yield records
-            yield GaugeMetricFamily(
-                "engine_request_log_queue_depth",
-                "Records waiting to be written",
-                value=snap.request_log.get("pending", 0),
-            )
+        # Exported with or without a sink (zeros without), so alerts and load tests read one name.
+        records = CounterMetricFamily(
+            "engine_request_log_records",
+            "Request-log records by outcome: written to the sink, dropped (queue full or not "
+            "flushed at shutdown), failed (the sink refused them); all 0 without a sink",
+            labels=["outcome"],
+        )
+        for outcome in ("written", "dropped", "failed"):
+            records.add_metric([outcome], snap.request_log.get(outcome, 0))
+        yield records
+        yield GaugeMetricFamily(
+            "engine_request_log_queue_depth",
+            "Records waiting to be written",
+            value=snap.request_log.get("pending", 0),
+        )
+        yield GaugeMetricFamily(
+            "engine_event_loop_lag_seconds",
+            "How late the event loop last ran a 5 ms timer (decayed by half each tick): queueing no "
+            "counter sees; shadows are shed while live calls queue",
+            value=snap.loop_lag_s,
+        )
+        yield _shadow_shed(snap.shadow_shed)
         if snap.shadows is not None:
             yield from _shadow_families(snap.shadows, snap.shadow_pool)
         if snap.drift:
@@ -266,6 +275,18 @@ class MetricsServer:
             self._httpd = None
 
 
+def _shadow_shed(shed: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(
+        "engine_shadow_shed",
+        "Shadow runs shed, by reason: queue_full (pool and queue full), live_pressure (live calls were "
+        "queueing), back_off (a failing candidate runs on a probe share only), draining (shutdown)",
+        labels=["reason"],
+    )
+    for reason, count in sorted(shed.items()):
+        family.add_metric([reason], count)
+    return family
+
+
 def _shadow_families(report: ShadowReport, pool: Mapping[str, int]) -> Iterator[Metric]:
     """Shadow outcomes, compared rows and agreement, and the shadow pool's occupancy."""
     outcomes = CounterMetricFamily(
@@ -282,9 +303,9 @@ def _shadow_families(report: ShadowReport, pool: Mapping[str, int]) -> Iterator[
         "Rows whose shadow value agrees with live under the output's compare rule",
         labels=["graph", "shadow", "output"],
     )
-    latency = GaugeMetricFamily(
-        "engine_shadow_latency_p99_seconds",
-        "p99 duration of the live target and of its shadow (since start)",
+    latency = HistogramMetricFamily(
+        "engine_shadow_latency_seconds",
+        "Duration of the live target and of its shadow per compared request (buckets within 0.5%)",
         labels=["graph", "shadow", "side"],
     )
     for graph, shadows in sorted(report.graphs.items()):
@@ -296,9 +317,15 @@ def _shadow_families(report: ShadowReport, pool: Mapping[str, int]) -> Iterator[
             for output, stats in sorted(summary.outputs.items()):
                 rows.add_metric([graph, shadow, output], stats.rows)
                 agree.add_metric([graph, shadow, output], stats.agree)
-            for side, spread in (("live", summary.latency.live), ("shadow", summary.latency.shadow)):
-                if spread.p99 is not None:
-                    latency.add_metric([graph, shadow, side], spread.p99 / 1e6)
+            for side, buckets in (
+                ("live", summary.latency.live_buckets),
+                ("shadow", summary.latency.shadow_buckets),
+            ):
+                if buckets.count:
+                    le = [(f"{b:g}", float(n)) for b, n in zip(LATENCY_BOUNDS_S, buckets.le, strict=True)]
+                    latency.add_metric(
+                        [graph, shadow, side], [*le, ("+Inf", float(buckets.count))], sum_value=buckets.sum_s
+                    )
     yield from (outcomes, rows, agree, latency)
     for name, value in sorted(pool.items()):
         yield GaugeMetricFamily(

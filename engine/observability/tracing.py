@@ -40,6 +40,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from engine.interfaces import FEATURE_STATUS_NAMES, NodeEvent
+from engine.shadow.runner import ShadowRunEvent
 
 EXPORTERS = ("none", "discard", "console", "otlp")
 DEFAULT_ENDPOINT = "127.0.0.1:4317"
@@ -188,3 +189,42 @@ def _status_counts(statuses: dict[str, np.ndarray]) -> dict[str, int]:
     for array in statuses.values():
         total += np.bincount(array.reshape(-1), minlength=n)[:n]
     return {name: int(n) for name, n in zip(FEATURE_STATUS_NAMES, total.tolist(), strict=True) if n}
+
+
+class ShadowSpans:
+    """A span per shadow run (``engine.shadow.ShadowPool``'s hook), *linked* to the live request.
+
+    The run happens off the response path, after (or beside) the request span, so it is not its
+    child: it starts a trace of its own whose link names the request's span, as OpenTelemetry
+    models work caused by a request but not part of it. Runs of requests that were not sampled
+    (or not traced) get no span.
+    """
+
+    __slots__ = ("_tracer",)
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def capture(self) -> object:
+        context = trace.get_current_span().get_span_context()
+        return context if context.is_valid and context.trace_flags.sampled else None
+
+    def record(self, event: ShadowRunEvent) -> None:
+        if not isinstance(event.link, trace.SpanContext):
+            return
+        span = self._tracer.start_span(
+            f"shadow {event.shadow}",
+            context=Context(),  # a root: the live request did not wait for it
+            kind=SpanKind.INTERNAL,
+            links=[trace.Link(event.link, {"engine.link": "live_request"})],
+            start_time=event.start_ns,
+            attributes={
+                "engine.graph": event.graph,
+                "engine.shadow": event.shadow,
+                "engine.shadow.target": event.target or "(graph)",
+                "engine.shadow.outcome": event.status,
+            },
+        )
+        if event.status != "ok":
+            span.set_status(Status(StatusCode.ERROR, event.error or event.status))
+        span.end(end_time=event.end_ns)

@@ -32,7 +32,10 @@ from engine.protocol.status import status_for
 from engine.serving import InferenceCore, ServerAdmin
 from engine.serving.auth import ADMIN, OPEN, TokenGuard
 
-EXTENSIONS = ("classification", "model_configuration", "model_repository", "statistics", "schedule_policy")
+EXTENSIONS = ("model_configuration", "model_repository", "statistics")
+"""The Triton extensions served here. Not advertised, since not implemented: ``classification``
+(a request asking for it is refused), ``schedule_policy`` (no per-model scheduling settings),
+``sequence``, shared memory, ``binary_tensor_data`` (HTTP)."""
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -76,7 +79,10 @@ class InferenceService:
     async def model_metadata(
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
-        return metadata.model_metadata(self.admin.view(request.name, request.version))
+        view, node = self.admin.resolve(request.name, request.version)
+        if node is None:
+            return metadata.model_metadata(view)
+        return metadata.node_metadata(view, node)
 
     async def model_config(self, request: pb.ModelConfigRequest, context: Context) -> pb.ModelConfigResponse:
         view, node = self.admin.resolve(request.name, request.version)

@@ -82,13 +82,25 @@ def model_config(view: GraphView, max_batch_size: int) -> mc.ModelConfig:
         step = config.ensemble_scheduling.step.add()
         step.model_name = view.name + NODE_SEPARATOR + node.name
         step.model_version = int(view.version) if view.version.isdigit() else -1
-        for i, ref in enumerate(node.inputs):
-            step.input_map[f"input{i}"] = ref
+        for i, ref in enumerate(node.inputs):  # the step's own input name -> the tensor it reads
+            name = node.input_specs[i].name if i < len(node.input_specs) else f"input{i}"
+            step.input_map[name] = ref
         for out in node.outputs:
             step.output_map[out.name] = f"{node.name}.{out.name}"
         if node.model_sha256:
             config.parameters[f"{node.name}.sha256"].string_value = node.model_sha256
     return config
+
+
+def node_metadata(view: GraphView, node: NodeInfo) -> pb.ModelMetadataResponse:
+    """A composing model's metadata (``<graph>.<node>``): the node's own inputs and outputs."""
+    return pb.ModelMetadataResponse(
+        name=view.name + NODE_SEPARATOR + node.name,
+        versions=list(view.versions),
+        platform="onnxruntime_onnx" if node.kind == "model" else node.kind,
+        inputs=[_tensor_metadata(s) for s in node.input_specs],
+        outputs=[_tensor_metadata(s) for s in node.outputs],
+    )
 
 
 def node_config(view: GraphView, node: NodeInfo) -> mc.ModelConfig:
@@ -97,6 +109,10 @@ def node_config(view: GraphView, node: NodeInfo) -> mc.ModelConfig:
         name=view.name + NODE_SEPARATOR + node.name,
         platform="onnxruntime_onnx" if node.kind == "model" else node.kind,
         backend="onnxruntime" if node.kind == "model" else "graph",
+        input=[
+            mc.ModelInput(name=s.name, data_type=_CONFIG_TYPES[s.datatype.value], dims=list(s.shape))
+            for s in node.input_specs
+        ],
         output=[
             mc.ModelOutput(name=s.name, data_type=_CONFIG_TYPES[s.datatype.value], dims=list(s.shape))
             for s in node.outputs

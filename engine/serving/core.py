@@ -31,7 +31,7 @@ from engine.graph.values.logging_policy import LoggingPolicy
 from engine.interfaces import EventLog, NodeEvent, Observer, RequestOutcome, RequestRecorder
 from engine.repository import GraphRepository, ServedGraph
 from engine.serving.call import InferCall, InferResult
-from engine.serving.failure import current_trace_id
+from engine.serving.failure import CURRENT_REQUEST_ID, current_trace_id
 from engine.serving.state import ServingState
 from engine.serving.tracing import ObserverFactory, RequestTracing
 from engine.shadow.dispatch import ShadowDispatcher
@@ -111,6 +111,8 @@ class InferenceCore:
         if isinstance(observer, EventCollector):
             observer.policy = served.policy
         admission = life.admission
+        if call.request_id:  # log lines of this call (JSON log format) carry its id
+            CURRENT_REQUEST_ID.set(call.request_id)
         try:
             await admission.acquire(call.time_remaining())
         except BaseException as exc:  # shed (or cancelled waiting) before any work: counted, recorded

@@ -16,6 +16,7 @@ every ``BaseException`` that is not an ``Exception`` (KeyboardInterrupt, SystemE
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from dataclasses import dataclass
 from typing import Final
@@ -84,6 +85,10 @@ def located(exc: EngineError) -> str:
 
 def clip(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+CURRENT_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("engine_request_id", default="")
+"""The id of the request being served on this task (set by the core), for log lines."""
 
 
 def current_trace_id() -> str:

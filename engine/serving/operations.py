@@ -99,6 +99,7 @@ class ServerOperations:
                 "latest": entry.latest,
                 "versions": sorted(entry.versions, key=version_key),
                 "last_error": entry.last_error,
+                "rejected": dict(entry.rejected),
             }
             for entry in self.repository.entries()
         ]
@@ -179,11 +180,14 @@ def _graphs(answer: Answer) -> dict[str, list[tuple[int, Mapping[str, Any]]]]:
     return by_name
 
 
-def _agreement(rows: Sequence[tuple[int, Mapping[str, Any]]]) -> tuple[str, str, tuple[str, ...]]:
-    """(state, reason, versions) of one graph over the workers that answered."""
+def _agreement(
+    rows: Sequence[tuple[int, Mapping[str, Any]]], *, with_errors: bool = True
+) -> tuple[str, str, tuple[str, ...]]:
+    """(state, reason, versions) of one graph over the workers that answered; ``with_errors``:
+    the reason includes the graph's load errors (else only the workers' disagreements)."""
     states = {row["state"] for _, row in rows}
     state = READY if states == {READY} else next(row["state"] for _, row in rows if row["state"] != READY)
-    errors = list(dict.fromkeys(row["last_error"] for _, row in rows if row["last_error"]))
+    errors = list(dict.fromkeys(row["last_error"] for _, row in rows if row["last_error"] and with_errors))
     version_sets = {tuple(row["versions"]) for _, row in rows}
     versions = tuple(sorted({v for _, row in rows for v in row["versions"]}, key=version_key))
     if len(version_sets) > 1:
@@ -203,12 +207,31 @@ def merge_index(answer: Answer, *, ready_only: bool = False) -> list[IndexRow]:
         state, reason, versions = _agreement(parts)
         if ready_only and state != READY:
             continue
+        rejected: dict[str, str] = {}
+        for _, row in parts:
+            for version, why in row.get("rejected", {}).items():
+                rejected.setdefault(version, why)
         if not versions:
             rows.append(IndexRow(name, "", state, reason))
+            continue
+        # a version that serves is not blamed for another's failure: that one gets its own row
+        served_reason = _agreement(parts, with_errors=False)[1]
         for version in versions:
             everywhere = all(version in row["versions"] for _, row in parts)
             serving = state == READY and everywhere
-            rows.append(IndexRow(name, version, READY if serving else "UNAVAILABLE", reason))
+            why = served_reason
+            if version in rejected:  # this version's folder changed and the new copy was rejected
+                why = "; ".join(
+                    filter(
+                        None,
+                        [served_reason, f"a new copy was rejected, this one serves: {rejected[version]}"],
+                    )
+                )
+            rows.append(IndexRow(name, version, READY if serving else "UNAVAILABLE", why))
+        if not ready_only:
+            for version, why in sorted(rejected.items()):
+                if version not in versions:
+                    rows.append(IndexRow(name, version, "UNAVAILABLE", why))
     return rows
 
 

@@ -22,7 +22,14 @@ import numpy as np
 
 from engine.shadow.histogram import LogHistogram
 from engine.shadow.outputs import Comparator, Incomparable, comparator, spread
-from engine.shadow.report import Latency, ShadowCounters, ShadowReport, ShadowSummary
+from engine.shadow.report import (
+    LATENCY_BOUNDS_S,
+    Latency,
+    LatencyBuckets,
+    ShadowCounters,
+    ShadowReport,
+    ShadowSummary,
+)
 from engine.shadow.rules import CompareRule, default_rule
 
 # Outcome of one sampled request, as counted and as written in the request record.
@@ -188,13 +195,24 @@ class ShadowComparison:
             target=self.config.target,
             counters=self.counters(),
             latency=Latency(
-                live=spread(self._live_us), shadow=spread(self._shadow_us), diff=spread(self._diff_us)
+                live=spread(self._live_us),
+                shadow=spread(self._shadow_us),
+                diff=spread(self._diff_us),
+                live_buckets=_buckets(self._live_us),
+                shadow_buckets=_buckets(self._shadow_us),
             ),
             outputs={
                 n: o.comparator.report(o.missing, o.mismatched) for n, o in sorted(self._outputs.items())
             },
             last_error=self.last_error,
         )
+
+
+def _buckets(histogram_us: LogHistogram) -> LatencyBuckets:
+    bounds_us = [b * 1e6 for b in LATENCY_BOUNDS_S]
+    return LatencyBuckets(
+        histogram_us.counts_at_or_below(bounds_us), histogram_us.n, histogram_us.total / 1e6
+    )
 
 
 class ShadowComparisons:

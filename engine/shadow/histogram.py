@@ -139,6 +139,17 @@ class LogHistogram:
         index = int(np.searchsorted(np.cumsum(self._counts), rank))
         return min(max(self._middle(index), self.min), self.max)
 
+    def counts_at_or_below(self, bounds: list[float]) -> list[int]:
+        """How many values lie at or below each bound (ascending), for a Prometheus histogram's
+        cumulative buckets: a log bucket counts below a bound when its middle is (so within 0.5%)."""
+        if not self.n:
+            return [0] * len(bounds)
+        middles = np.array([self._middle(i) for i in range(self._counts.size)])
+        order = np.argsort(middles, kind="stable")
+        cumulative = np.cumsum(self._counts[order])
+        positions = np.searchsorted(middles[order], np.asarray(bounds, dtype=np.float64), side="right")
+        return [int(cumulative[p - 1]) if p > 0 else 0 for p in positions.tolist()]
+
     def state(self) -> dict[str, Any]:
         """JSON-able plain data: the bucket layout, count, exact sum, min, max and the buckets in use."""
         used = np.flatnonzero(self._counts)

@@ -44,6 +44,37 @@ class ShadowCounters:
     unsettled: int = 0
 
 
+LATENCY_BOUNDS_S: tuple[float, ...] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+"""The ``le`` bounds (seconds) of the shadow latency histograms that /metrics exports."""
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyBuckets:
+    """One side's durations as a Prometheus histogram: counts at or below ``LATENCY_BOUNDS_S``,
+    the count and the sum in seconds. Added over workers, they stay exact."""
+
+    le: list[int] = field(default_factory=list)
+    count: int = 0
+    sum_s: float = 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class Latency:
     """Live target vs shadow durations in µs, and the per-request difference (shadow - live)."""
@@ -51,6 +82,8 @@ class Latency:
     live: Spread = field(default_factory=Spread)
     shadow: Spread = field(default_factory=Spread)
     diff: Spread = field(default_factory=Spread)
+    live_buckets: LatencyBuckets = field(default_factory=LatencyBuckets)
+    shadow_buckets: LatencyBuckets = field(default_factory=LatencyBuckets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +172,13 @@ def _summary(data: dict[str, Any]) -> ShadowSummary:
     return ShadowSummary(
         target=data["target"],
         counters=ShadowCounters(**data["counters"]),
-        latency=Latency(**{k: Spread(**latency[k]) for k in ("live", "shadow", "diff")}),
+        latency=Latency(
+            live=Spread(**latency["live"]),
+            shadow=Spread(**latency["shadow"]),
+            diff=Spread(**latency["diff"]),
+            live_buckets=LatencyBuckets(**latency.get("live_buckets", {})),
+            shadow_buckets=LatencyBuckets(**latency.get("shadow_buckets", {})),
+        ),
         outputs={name: _output(o) for name, o in data["outputs"].items()},
         last_error=data.get("last_error", ""),
     )

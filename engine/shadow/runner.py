@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -61,12 +62,45 @@ LiveSource = LiveResult | Awaitable[LiveResult | None]
 """The live side: known already, or a future resolved with ``None`` (or cancelled) when the target fails."""
 
 
+@dataclass(frozen=True, slots=True)
+class ShadowRunEvent:
+    """One shadow run that ran (or was cut off), for a tracer: ``link`` is what the hook's
+    ``capture`` returned when the live request submitted it (its span context)."""
+
+    graph: str
+    shadow: str
+    target: str
+    status: str  # ok | error | timeout | cancelled | no_live
+    start_ns: int  # wall clock (time.time_ns)
+    end_ns: int
+    link: object
+    error: str = ""
+
+
+class ShadowRunHook(Protocol):
+    """What the pool tells a tracer (the bootstrap's ``engine.observability.tracing.ShadowSpans``)."""
+
+    def capture(self) -> object:
+        """Called in the live request's context at submission: what to link the run's span to."""
+        ...
+
+    def record(self, event: ShadowRunEvent) -> None:
+        """Called once a run has finished; must not raise (it is guarded anyway)."""
+        ...
+
+
 @dataclass(slots=True)
 class _Job:
     comparison: ShadowComparison
     work: ShadowWork
     live: LiveSource
     results: RequestShadows | None
+    link: object = None
+    status: str = ""
+    error: str = ""
+
+
+SHED_REASONS = ("queue_full", "live_pressure", "back_off", "draining")
 
 
 class ShadowPool:
@@ -86,6 +120,7 @@ class ShadowPool:
         sampling: str = "random",
         seed: int | None = None,
         live_wait_s: float = 30.0,
+        hook: ShadowRunHook | None = None,
     ) -> None:
         if sampling not in ("random", "request_id"):
             raise ValueError(f"sampling must be 'random' or 'request_id', not {sampling!r}")
@@ -99,6 +134,10 @@ class ShadowPool:
         self._pressure = False
         self._closed = False
         self.internal_errors = 0
+        self.hook = hook  # a span per run, linked to the live request (tracing on), else None
+        # why runs were shed: queue_full, live_pressure (live calls queueing), back_off (a candidate
+        # failing in a row runs on a probe share only), draining (shutting down)
+        self.shed_reasons: dict[str, int] = dict.fromkeys(SHED_REASONS, 0)
 
     @property
     def in_flight(self) -> int:
@@ -133,12 +172,16 @@ class ShadowPool:
             if not self.sampled(comparison.config.sample, request_id):
                 self._refuse(comparison, SKIPPED, results)
                 return False
-            if self._closed or self._pressure or self._full() or self._backing_off(comparison):
+            reason = self._shed_reason(comparison)
+            if reason is not None:
+                self.shed_reasons[reason] += 1
                 self._refuse(comparison, SHED, results)
                 return False
             if results is not None:
                 results.expect(comparison.config.shadow, comparison.config.target)
             job = _Job(comparison, work, live, results)
+            if self.hook is not None:
+                job.link = self.hook.capture()
             if len(self._running) < self.concurrency:
                 self._start(job)
             else:
@@ -153,6 +196,7 @@ class ShadowPool:
         """Live admission is (``True``) or is no longer overloaded: shed shadows first, queued ones too."""
         self._pressure = on
         while on and self._waiting:
+            self.shed_reasons["live_pressure"] += 1
             self._finish(self._waiting.popleft(), SHED)
 
     async def drain(self, grace_s: float) -> None:
@@ -167,6 +211,17 @@ class ShadowPool:
             task.cancel()
         if late:
             await asyncio.wait(late, timeout=1.0)  # work that swallows cancellation is abandoned
+
+    def _shed_reason(self, comparison: ShadowComparison) -> str | None:
+        if self._closed:
+            return "draining"
+        if self._pressure:
+            return "live_pressure"
+        if self._full():
+            return "queue_full"
+        if self._backing_off(comparison):
+            return "back_off"
+        return None
 
     def _backing_off(self, comparison: ShadowComparison) -> bool:
         """A candidate that failed ``BREAK_AFTER`` times in a row runs on one sampled request in
@@ -193,6 +248,28 @@ class ShadowPool:
             job = self._waiting.popleft() if self._waiting and not self._closed else None
 
     async def _run(self, job: _Job) -> None:
+        if self.hook is None:
+            return await self._run_one(job)
+        wall = time.time_ns()
+        try:
+            await self._run_one(job)
+        finally:
+            self._record(job, wall)
+
+    def _record(self, job: _Job, start_ns: int) -> None:
+        assert self.hook is not None
+        config = job.comparison.config
+        try:
+            event = ShadowRunEvent(
+                config.graph, config.shadow, config.target, job.status or CANCELLED, start_ns, time.time_ns(),
+                job.link, job.error,
+            )  # fmt: skip
+            self.hook.record(event)
+        except Exception:  # tracing must never reach the shadow's numbers or the live path
+            self.internal_errors += 1
+            log.exception("shadow %s: could not record its span", config.shadow)
+
+    async def _run_one(self, job: _Job) -> None:
         timeout_s = job.comparison.config.timeout_s
         started = time.perf_counter_ns()
         try:
@@ -234,6 +311,7 @@ class ShadowPool:
             log.exception("shadow %s: comparison failed", comparison.config.shadow)
             self._finish(job, ERROR, f"comparison failed: {exc}", duration_ns=run.duration_ns)
             return
+        job.status = OK
         if job.results is not None:
             config = comparison.config
             names = config.rules.keys() if config.rules else run.outputs.keys() & live.outputs.keys()
@@ -245,6 +323,7 @@ class ShadowPool:
             self._settle(job.results, outcome)
 
     def _finish(self, job: _Job, status: str, error: str = "", duration_ns: int = 0) -> None:
+        job.status, job.error = status, error
         job.comparison.count(status, error)
         if status == ERROR:
             log.debug("shadow %s failed: %s", job.comparison.config.shadow, error)

@@ -179,7 +179,9 @@ def _wait_for_spans(exporter: InMemorySpanExporter, graph: str, count: int) -> l
     deadline = time.monotonic() + 10
     while True:  # spans are exported off the request path
         finished = exporter.get_finished_spans()
-        requests = {s.context.span_id for s in finished if s.name == f"infer {graph}"}
+        requests = {
+            s.context.span_id for s in finished if s.name == "inference.GRPCInferenceService/ModelInfer"
+        }
         spans = [s for s in finished if s.name == "node mlp" and s.parent and s.parent.span_id in requests]
         if len(spans) >= count or time.monotonic() > deadline:
             return spans[-count:]

@@ -221,6 +221,47 @@ def test_metrics_count_what_was_sent(example_graphs: Path) -> None:
     assert samples[("engine_graph_ready", (("graph", "fraud"), ("version", "1")))] == 1
     assert samples[("engine_in_flight_requests", ())] == 0
     assert ("process_resident_memory_bytes", ()) in samples
+    # the request log's counters exist without a sink, at 0: one name for alerts and load tests
+    assert samples[("engine_request_log_records_total", (("outcome", "dropped"),))] == 0
+    assert ("engine_event_loop_lag_seconds", ()) in samples
+    for reason in ("queue_full", "live_pressure", "back_off", "draining"):
+        assert samples[("engine_shadow_shed_total", (("reason", reason),))] == 0
+
+
+def test_shadow_latency_is_a_histogram_that_adds_up(example_graphs: Path) -> None:
+    with ServerThread(example_graphs) as server:
+        client = triton.InferenceServerClient(server.url)
+        for _ in range(6):
+            client.infer("fraud", _fraud_inputs([2000.0, 50.0]))  # one row takes deep, and its shadow
+        client.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # shadows finish off the response path
+            samples = _scrape(server.server.metrics_port)
+            runs = samples.get(
+                (
+                    "engine_shadow_requests_total",
+                    (("graph", "fraud"), ("outcome", "run"), ("shadow", "deep_v2"), ("target", "deep")),
+                ),
+                0,
+            )
+            if runs == 6:
+                break
+            time.sleep(0.05)
+    assert runs == 6
+    for side in ("live", "shadow"):
+        labels = (("graph", "fraud"), ("shadow", "deep_v2"), ("side", side))
+        assert samples[("engine_shadow_latency_seconds_count", labels)] == 6
+        assert (
+            samples[("engine_shadow_latency_seconds_bucket", (labels[0], ("le", "+Inf"), *labels[1:]))] == 6
+        )
+        buckets = sorted(
+            (float(dict(k)["le"]), v)
+            for (name, k), v in samples.items()
+            if name == "engine_shadow_latency_seconds_bucket" and dict(k)["side"] == side
+        )
+        assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
+        assert 0 < samples[("engine_shadow_latency_seconds_sum", labels)] < 6 * 10
+    assert not any(name == "engine_shadow_latency_p99_seconds" for name, _ in samples)
 
 
 def _free_port() -> int:
@@ -253,3 +294,28 @@ def test_workers_metrics_are_merged_with_a_worker_label(example_graphs: Path) ->
         if name == "engine_requests_total" and dict(labels).get("code") == "OK"
     )
     assert served == 20
+
+
+def test_each_shadow_run_has_a_span_linked_to_its_live_request(traced) -> None:  # type: ignore[no-untyped-def]
+    server, exporter = traced
+    trace_id = "5bf92f3577b34da6a3ce929d0e0e4737"
+    client = triton.InferenceServerClient(server.url)
+    client.infer("fraud", _fraud_inputs([5000.0]), headers={"traceparent": f"00-{trace_id}-{PARENT_SPAN}-01"})
+    client.close()
+    (request,) = [s for s in _spans_of(exporter, int(trace_id, 16)) if s.name == REQUEST_SPAN]
+    deadline = time.monotonic() + 10
+    shadows: list = []  # type: ignore[type-arg]
+    while time.monotonic() < deadline and not shadows:  # the shadow finishes off the response path
+        shadows = [
+            s
+            for s in exporter.get_finished_spans()
+            if s.name == "shadow deep_v2"
+            and any(link.context.span_id == request.context.span_id for link in s.links)
+        ]
+        time.sleep(0.05)
+    (shadow,) = shadows
+    assert shadow.parent is None  # its own trace: the live request did not wait for it
+    assert shadow.attributes["engine.shadow.target"] == "deep"
+    assert shadow.attributes["engine.shadow.outcome"] == "ok"
+    (link,) = shadow.links
+    assert format(link.context.trace_id, "032x") == trace_id

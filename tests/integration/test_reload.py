@@ -371,6 +371,14 @@ def test_repository_index_carries_the_rejected_versions_error(
         client.load_model("fraud")
     reason = index_reasons(client)["fraud"]
     assert LOCATION.search(reason) and "nowhere" in reason, reason
+    rows = [
+        (m.version, m.state, m.reason)
+        for m in client.get_model_repository_index().models
+        if m.name == "fraud"
+    ]
+    serving, rejected = rows  # the rejected copy has its own row; the serving version is not blamed
+    assert serving == ("1", "READY", "")
+    assert rejected[:2] == ("", "UNAVAILABLE") and "nowhere" in rejected[2]
 
 
 def test_fixing_a_rejected_version_clears_its_error(

@@ -53,7 +53,7 @@ ALLOWED: dict[str, set[str]] = {
         "engine.graph.compiling",
     },
     "engine.graph.draw": GRAPH_BASE | {"engine.graph.values"},
-    # The JSON Schema of graph.yaml, generated from the readers' own key tables.
+    # The graph file's JSON Schema, built from the readers' key tables and the op table.
     "engine.graph.schema": GRAPH_BASE | {"engine.graph.values", "engine.graph.ops", "engine.graph.reading"},
     "engine.execution": KERNEL | {"engine.graph.values", "engine.shadow"},
     # Monitoring (profiles, drift, live quality): plain numbers over a plan's values.

@@ -41,6 +41,7 @@ from engine.graph.values.spec import (
 )
 from engine.interfaces import FeatureField
 from engine.shadow.compare import ShadowConfig
+from engine.tensors import TensorSpec
 
 
 class _Slots:
@@ -90,7 +91,9 @@ def compile_plan(analysis: Analysis) -> Plan:
         n_slots=len(slots.names),
         slot_names=tuple(slots.names),
         batch_inputs=tuple(i for i, t in enumerate(analysis.inputs) if t.shape and t.shape[0] == -1),
-        nodes=tuple(_info(analysis.results[n], _shadows_of(spec, n)) for n in analysis.order),
+        nodes=tuple(
+            _info(analysis.results[n], _shadows_of(spec, n), _slot_specs(analysis)) for n in analysis.order
+        ),
         contracts=tuple(
             (i, c)
             for i, tensor in enumerate(analysis.inputs)
@@ -101,6 +104,14 @@ def compile_plan(analysis: Analysis) -> Plan:
 
 def _input_contract(inputs: tuple[InputSpec, ...], name: str) -> Contract | None:
     return next((i.contract for i in inputs if i.name == name), None)
+
+
+def _slot_specs(analysis: Analysis) -> dict[str, TensorSpec]:
+    """Every slot's spec by its name: graph inputs and every node's outputs."""
+    found = {f"inputs.{s.name}": s for s in analysis.inputs}
+    for name, result in analysis.results.items():
+        found.update({f"{name}.{t.name}": t for t in result.outputs})
+    return found
 
 
 def _shadows_of(spec: GraphSpec, name: str) -> tuple[str, ...]:
@@ -137,9 +148,22 @@ def _marks(node: NodeSpec, shadows: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(marks)
 
 
-def _info(result: NodeResult, shadows: tuple[str, ...] = ()) -> NodeInfo:
+def _input_specs(result: NodeResult, slots: dict[str, TensorSpec]) -> tuple[TensorSpec, ...]:
+    """What the node reads: a model's ONNX inputs by their own names, others' by the slot read."""
+    runtime = result.runtime
+    if runtime is not None and len(runtime.signature.inputs) == len(result.reads):
+        return tuple(runtime.signature.inputs)
+    return tuple(
+        TensorSpec(read, slots[read].datatype, slots[read].shape) for read in result.reads if read in slots
+    )
+
+
+def _info(
+    result: NodeResult, shadows: tuple[str, ...] = (), slots: dict[str, TensorSpec] | None = None
+) -> NodeInfo:
     node = result.node
     return NodeInfo(
+        input_specs=_input_specs(result, slots or {}),
         marks=_marks(node, shadows),
         fallback=node.common.fallback if node.common.on_error == "fallback" else None,
         shadows=shadows,

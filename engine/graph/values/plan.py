@@ -177,6 +177,8 @@ class NodeInfo:
     marks: tuple[str, ...] = ()  # "timeout 20ms", "on error: default 0.5", "optional", "batching …", …
     fallback: str | None = None  # on_error: {fallback: NODE}: the node that backs this one up
     shadows: tuple[str, ...] = ()  # shadow nodes mirroring this one
+    input_specs: tuple[TensorSpec, ...] = ()  # what it reads, aligned with ``inputs``: a model's by its
+    # ONNX input names, other nodes' by the reference they read ("inputs.amount", "deep.prob")
 
 
 @dataclass(frozen=True, slots=True)
