@@ -76,6 +76,7 @@ class ServedGraph:
     checks_contracts: bool = False  # inputs or features fields carry ``contract:`` rules
     drift: VersionDrift | None = None  # live counts against the folder's profile.json (monitoring on)
     quality: QualityWindow | None = None  # ``quality:``: predictions awaiting labels, joined pairs
+    splits_rows: bool = False  # a ``split`` node assigns rows to arms (quality per arm)
 
     @property
     def name(self) -> str:
@@ -338,6 +339,7 @@ class GraphRepository:
             checks_contracts=bool(plan.contracts) or runner.has_contracts,
             drift=self._drift(graph, path.parent) if self.monitoring else None,
             quality=_quality_window(graph, plan),
+            splits_rows=runner.has_splits,
         )
         weakref.finalize(served, graph.close)
         return served
