@@ -219,3 +219,33 @@ def test_quality_per_split_arm(tmp_path: Path) -> None:
         assert arms[arm]["pairs"] == int(mask.sum())
         assert abs(arms[arm]["auc"] - roc_auc_score(rows_y, served[mask])) < 1e-6
     assert arms["ab=same"]["auc"] > 0.6 > arms["ab=flipped"]["auc"]
+
+
+def test_labels_join_offline_to_a_request_log(example_graphs: Path, tmp_path: Path) -> None:
+    """Predictions older than the server's window: `engine feedback load --from LOGS` joins labels to
+    the scores the request log recorded."""
+    rows = _training()[:200]
+    logs = tmp_path / "logs"
+    settings = {"request_log": {"sink": "jsonl", "directory": str(logs)}}
+    scores = []
+    with ServerThread(example_graphs, feature_sources=fraud.feature_sources(), **settings) as running:
+        client = triton.InferenceServerClient(running.url)
+        for k, row in enumerate(rows):
+            scores.append(
+                float(client.infer("fraud", _one(row), request_id=f"old-{k}").as_numpy("score")[0, 0])
+            )
+        client.close()
+    labels = [int(r["is_fraud"]) for r in rows]
+    file = tmp_path / "labels.csv"
+    file.write_text("id,y\n" + "\n".join(f"old-{k},{y}" for k, y in enumerate(labels)) + "\nnever-served,1\n")
+    run = subprocess.run(
+        [ENGINE, "feedback", "load", str(file), "--graph", "fraud", "--id", "id", "--label", "y",
+         "--from", str(logs), "--format", "json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    first, rest = run.stdout.split("\n", 1)
+    assert first == f"201 labels joined to {logs}: 200 matched, 0 duplicate, 0 late, 1 unknown, 0 invalid"
+    (quality,) = json.loads(rest)
+    assert quality["pairs"] == 200 and quality["version"] == "1"
+    assert abs(quality["auc"] - roc_auc_score(labels, scores)) < 1e-6
