@@ -162,10 +162,10 @@ class QualityWindow:
             "counts": dict(self.counts),
             "waiting": len(self.predictions),
             "unlabelled_ids": self.unlabelled_ids,
-            "arms": {arm: [list(p) for p in pairs] for arm, pairs in self.arm_pairs.items()},
+            "arms": {arm: [list(p) for p in pairs] for arm, pairs in list(self.arm_pairs.items())},
             "shadows": {
                 shadow: {"target": self.shadow_targets.get(shadow, ""), "pairs": [list(p) for p in pairs]}
-                for shadow, pairs in self.shadow_pairs.items()
+                for shadow, pairs in list(self.shadow_pairs.items())
             },
         }
 
