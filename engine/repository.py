@@ -129,7 +129,7 @@ class GraphRepository:
         monitoring: bool = True,
     ) -> None:
         self.root = root
-        self.monitoring = monitoring  # versions with a profile.json count their live values (drift)
+        self.monitoring = monitoring  # drift (versions with a profile.json) and label windows (quality:)
         self.runtimes = runtimes
         self.features = features
         self.shadows = shadows  # starts every graph's shadows; None: shadows are loaded, never run
@@ -338,7 +338,7 @@ class GraphRepository:
             models={n.name: n.model_sha256 for n in plan.nodes if n.model_sha256},
             checks_contracts=bool(plan.contracts) or runner.has_contracts,
             drift=self._drift(graph, path.parent) if self.monitoring else None,
-            quality=_quality_window(graph, plan),
+            quality=_quality_window(graph, plan) if self.monitoring else None,
             splits_rows=runner.has_splits,
         )
         weakref.finalize(served, graph.close)
