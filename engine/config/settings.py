@@ -114,7 +114,7 @@ class ServeSettings:
         in_file=resolve_source_paths,
     )
     monitoring: bool = setting(
-        True, "drift against each graph's profile.json and label windows for `quality:`; docs/monitoring.md"
+        True, "count live values of graphs with a profile.json against it (drift); docs/monitoring.md"
     )
     metrics_port: int = setting(8002, "Prometheus /metrics HTTP port; 0 picks a free one, -1 turns it off")
     metrics_host: str = setting("", "address for /metrics; empty = the gRPC host")
