@@ -225,14 +225,14 @@ def scenarios(
             "engine-fraud-monitored",
             engine,
             _request("fraud", fraud, request_id="bench-1"),
-            "fraud with monitoring: drift on its profile.json (10 columns), contracts, label window",
+            "fraud with monitoring: drift on its profile.json (10 columns), label window, contracts",
             (("ENGINE_MONITORING", "true"),),
         ),
         Scenario(
             "engine-fraud-unmonitored",
             engine,
             _request("fraud", fraud, request_id="bench-1"),
-            "fraud with monitoring off (no drift counting; contracts and the label window stay)",
+            "fraud with monitoring off (no drift, no label window; contracts stay)",
             (("ENGINE_MONITORING", "false"),),
         ),
         Scenario(

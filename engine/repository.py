@@ -79,6 +79,7 @@ class ServedGraph:
     # node -> the registry version / URL its model came from; the response parameters asked for by `lineage`
     sources: dict[str, str] = field(default_factory=dict)
     lineage: dict[str, str] = field(default_factory=dict)
+    splits_rows: bool = False  # a ``split`` node assigns rows to arms (quality per arm)
 
     @property
     def name(self) -> str:
@@ -133,7 +134,7 @@ class GraphRepository:
         monitoring: bool = True,
     ) -> None:
         self.root = root
-        self.monitoring = monitoring  # versions with a profile.json count their live values (drift)
+        self.monitoring = monitoring  # drift (versions with a profile.json) and label windows (quality:)
         self.runtimes = runtimes
         self.features = features
         self.models = models  # fetches ``model:`` references (registry, URLs); None: references fail
@@ -376,7 +377,8 @@ class GraphRepository:
             models={n.name: n.model_sha256 for n in plan.nodes if n.model_sha256},
             checks_contracts=bool(plan.contracts) or runner.has_contracts,
             drift=self._drift(graph, path.parent) if self.monitoring else None,
-            quality=_quality_window(graph, plan),
+            quality=_quality_window(graph, plan) if self.monitoring else None,
+            splits_rows=runner.has_splits,
             sources=sources,
             lineage=_lineage(plan.nodes, sources),
         )

@@ -33,7 +33,7 @@ from engine.config import ServeSettings
 from engine.errors import EngineError
 from engine.interfaces import RuntimeFactory
 from engine.monitoring.drift import COUNT_INTERVAL_S, DriftRow, drift_rows, merge_drift
-from engine.monitoring.quality import merge_quality
+from engine.monitoring.quality import Quality, merge_quality
 from engine.observability.log_config import recorder_options, request_log_from_config
 from engine.observability.metrics import EngineSnapshot, MetricsServer
 from engine.observability.recorder import Recorder
@@ -459,18 +459,28 @@ class EngineServer:
             shadows=self._shadow_report(),
             shadow_pool={"in_flight": self.shadows.in_flight, "queued": self.shadows.queued},
             drift=self._drift_rows(),
-            quality=merge_quality([w.state() for w in self.repository.quality_windows()]),
+            quality=self._quality(),
             shadow_shed=dict(self.shadows.shed_reasons),
             loop_lag_s=self.state.admission.loop_lag_s,
         )
 
     def _drift_rows(self) -> list[DriftRow]:
         """This process's drift numbers for a scrape (metrics thread; counting may race it: a
-        window is then a few requests behind)."""
+        window is then a few requests behind; a dict resized meanwhile skips one scrape)."""
         rows: list[DriftRow] = []
-        for drift in self.repository.drifts():
-            rows.extend(drift_rows(merge_drift([drift.state()])[0], drift.profile))
+        try:
+            for drift in self.repository.drifts():
+                rows.extend(drift_rows(merge_drift([drift.state()])[0], drift.profile))
+        except (RuntimeError, ValueError):
+            return []
         return rows
+
+    def _quality(self) -> list[Quality]:
+        """This process's live quality for a scrape (metrics thread; as ``_drift_rows``)."""
+        try:
+            return merge_quality([w.state() for w in self.repository.quality_windows()])
+        except RuntimeError:
+            return []
 
     def _shadow_report(self) -> ShadowReport | None:
         """The shadows' numbers for a scrape (metrics thread); a reload racing it skips one scrape."""

@@ -66,6 +66,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     load.add_argument("--id", dest="id_column", required=True, help="the column holding request ids")
     load.add_argument("--label", dest="label_column", required=True, help="the column holding the truth")
     load.add_argument("--row", dest="row_column", help="the column holding the row of a multi-row request")
+    load.add_argument(
+        "--from",
+        dest="logs",
+        type=Path,
+        help="join against this request log instead of a server (predictions older than its window)",
+    )
+    load.add_argument("--output", default="score", help="with --from: the served output labels are for")
+    load.add_argument("--kind", choices=("binary", "regression"), default="binary", help="with --from")
+    load.add_argument("--threshold", type=float, default=0.5, help="with --from: binary decision threshold")
+    load.add_argument("--format", choices=("table", "json"), default="table", help="with --from")
     add_connection_arguments(load)
     load.set_defaults(run=_feedback)
     feedback.set_defaults(run=lambda args: _usage(feedback))
@@ -296,6 +306,8 @@ def _feedback(args: argparse.Namespace) -> int:
     ids = [_text(v) for v in table[args.id_column]]
     values = table[args.label_column]
     rows = table[args.row_column] if args.row_column else [0] * len(ids)
+    if args.logs is not None:
+        return _feedback_offline(args, ids, [int(float(r)) for r in rows], [_number(v) for v in values])
     totals = {"matched": 0, "duplicate": 0, "late": 0, "unknown": 0, "invalid": 0}
     client = connect(args)
     try:
@@ -320,6 +332,50 @@ def _feedback(args: argparse.Namespace) -> int:
     finally:
         client.close()
     print(f"{len(ids)} labels sent to {args.graph}: " + ", ".join(f"{v} {k}" for k, v in totals.items()))
+    return 0
+
+
+def _feedback_offline(args: argparse.Namespace, ids: list[str], rows: list[int], values: list[float]) -> int:
+    """Join labels to the predictions a request log recorded (the graph's ``--output``), per version."""
+    from engine.monitoring.quality import QualityConfig, QualityWindow, join_labels, merge_quality
+    from engine.observability.log_reader import read_records
+
+    windows: dict[str, QualityWindow] = {}
+    config = QualityConfig(args.output, 0, args.kind, args.threshold)
+    skipped = 0
+    try:
+        for record in read_records(args.logs):
+            if record.get("graph") != args.graph or record.get("status") != "OK" or not record.get("id"):
+                continue
+            tensor = record.get("outputs", {}).get(args.output)
+            array = _array(tensor) if isinstance(tensor, dict) else None
+            if array is None:
+                skipped += 1
+                continue
+            version = str(record.get("version", ""))
+            window = windows.setdefault(version, QualityWindow(args.graph, version, config))
+            window.remember(str(record["id"]), array)
+    except FileNotFoundError as exc:
+        print(f"engine feedback load: no request log at {exc}", file=sys.stderr)
+        return 2
+    labels = [(i, r, v) for i, r, v in zip(ids, rows, values, strict=True)]
+    valid = [
+        x for x in labels if x[0] and np.isfinite(x[2]) and (args.kind != "binary" or x[2] in (0.0, 1.0))
+    ]
+    found = join_labels(list(windows.values()), valid)
+    joined = sum(len(v) for v in found.values())
+    counts = {k: len(v) for k, v in found.items()}
+    counts.update(unknown=len(valid) - joined, invalid=len(labels) - len(valid))
+    print(f"{len(labels)} labels joined to {args.logs}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    if skipped:
+        print(f"({skipped} records without a readable '{args.output}': redacted, hashed or truncated)")
+    qualities = merge_quality(w.state() for w in windows.values())
+    if args.format == "json":
+        print(json.dumps([q.to_dict() for q in qualities], indent=1))
+        return 0
+    for q in qualities:
+        shown = "  ".join(f"{k} {'-' if v is None else f'{v:.4f}'}" for k, v in q.metrics.items())
+        print(f"{q.graph} version {q.version} ({q.pairs} labelled): {shown}")
     return 0
 
 

@@ -114,6 +114,11 @@ class PlanRunner:
         return any(isinstance(s, FeatureStep) and s.contracts for s in _all_steps(self.plan))
 
     @property
+    def has_splits(self) -> bool:
+        """Whether a ``split`` assigns rows to arms (``run(arms=)`` reports which)."""
+        return any(isinstance(s, RouteStep) and s.kind == "split" for s in _all_steps(self.plan))
+
+    @property
     def has_shadows(self) -> bool:
         """Whether requests may start shadow work (callers then pass a ``RequestShadows``)."""
         return bool(self._shadows)
@@ -128,18 +133,20 @@ class PlanRunner:
         shadows: RequestShadows | None = None,
         flags: list[Violation] | None = None,
         tap: Callable[[Sequence[np.ndarray | None]], None] | None = None,
+        arms: dict[str, tuple[np.ndarray, tuple[str, ...]]] | None = None,
     ) -> tuple[np.ndarray, ...]:
         """Run the plan; ``inputs`` are in ``plan.inputs`` order. Returns ``plan.outputs`` in order.
 
         ``request_id`` decides shadow sampling by id (when the pool samples so); ``shadows``
         collects this request's shadow outcomes for its request-log record; ``flags`` the
         ``flag`` contract violations of its features nodes. ``tap`` (monitoring) is handed every
-        slot once the plan has run (no copy: it must not keep or change them past the call)."""
+        slot once the plan has run (no copy: it must not change them); ``arms`` receives each split's
+        per-row branch index and branch labels (live quality per arm)."""
         plan = self.plan
         values: Values = [None] * plan.n_slots
         values[: self._n_inputs] = inputs
         rows = _batch_rows(plan, values)
-        call = _Call(self, deadline, observer, rows, request_id, shadows, flags)
+        call = _Call(self, deadline, observer, rows, request_id, shadows, flags, arms)
         for stage in self._stages:
             for step in stage.inline:
                 await call.step(step, values)
@@ -155,7 +162,7 @@ class PlanRunner:
 class _Call:
     """The state of one request's walk over a plan."""
 
-    __slots__ = ("deadline", "flags", "observer", "request_id", "rows", "runner", "shadows", "t0")
+    __slots__ = ("arms", "deadline", "flags", "observer", "request_id", "rows", "runner", "shadows", "t0")
 
     def __init__(
         self,
@@ -166,9 +173,11 @@ class _Call:
         request_id: str = "",
         shadows: RequestShadows | None = None,
         flags: list[Violation] | None = None,
+        arms: dict[str, tuple[np.ndarray, tuple[str, ...]]] | None = None,
     ):
         self.runner = runner
         self.flags = flags
+        self.arms = arms
         self.deadline = deadline
         self.observer = observer
         self.rows = rows
@@ -352,6 +361,8 @@ class _Call:
     ) -> tuple[tuple[np.ndarray, ...], dict[str, int]]:
         assignment = np.asarray(step.router(args))
         n = assignment.shape[0]
+        if self.arms is not None and step.kind == "split":
+            self.arms[step.name] = (assignment, tuple(b.label for b in step.branches))
         branch_rows = dict.fromkeys((b.label for b in step.branches), 0)
         if n and (n == 1 or not (assignment != assignment[0]).any()):
             # Every row takes one branch (always so at batch 1): no partition, no reassembly.

@@ -67,6 +67,8 @@ class QualityWindow:
     shadow_pairs: dict[str, list[tuple[float, float | None, float]]] = field(default_factory=dict)
     shadow_targets: dict[str, str] = field(default_factory=dict)  # shadow -> its target node ("" graph)
     shadow_unaligned: int = 0  # outcomes whose rows are not the request's (a branch's share of them)
+    arm_of: dict[tuple[str, int], str] = field(default_factory=dict)  # awaiting a label: "split=arm"
+    arm_pairs: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
     def on_shadow(self, request_id: str, rows: int, outcome: Any) -> None:
         """A shadow's outcome for one request (``engine.shadow.ShadowOutcome``, told as it settles):
@@ -93,16 +95,26 @@ class QualityWindow:
         while len(waiting) > MAX_PREDICTIONS:
             waiting.popitem(last=False)
 
-    def remember(self, request_id: str, prediction: np.ndarray) -> None:
-        """One request's quality output (on the response path: a few dict inserts)."""
+    def remember(
+        self,
+        request_id: str,
+        prediction: np.ndarray,
+        arms: Mapping[str, tuple[np.ndarray, tuple[str, ...]]] | None = None,
+    ) -> None:
+        """One request's quality output (on the response path: a few dict inserts); ``arms``: each
+        split's per-row branch index and labels, so quality is also kept per arm."""
         if not request_id:
             self.unlabelled_ids += 1
             return
         flat = prediction.reshape(prediction.shape[0], -1)[:, 0] if prediction.ndim else prediction.reshape(1)
+        names = _arm_names(arms, len(flat)) if arms else None
         for row, value in enumerate(flat.tolist()):
             self.predictions[(request_id, row)] = float(value)
+            if names is not None:
+                self.arm_of[(request_id, row)] = names[row]
         while len(self.predictions) > MAX_PREDICTIONS:
             old, _ = self.predictions.popitem(last=False)
+            self.arm_of.pop(old, None)
             self.late_ids[old] = None
             if len(self.late_ids) > MAX_LATE_IDS:
                 self.late_ids.popitem(last=False)
@@ -123,6 +135,12 @@ class QualityWindow:
         if len(self.scores) > MAX_PAIRS:
             del self.scores[: len(self.scores) - MAX_PAIRS]
             del self.labels[: len(self.labels) - MAX_PAIRS]
+        arm = self.arm_of.pop(key, None)
+        if arm is not None:
+            arm_pairs = self.arm_pairs.setdefault(arm, [])
+            arm_pairs.append((score, label))
+            if len(arm_pairs) > MAX_PAIRS:
+                del arm_pairs[: len(arm_pairs) - MAX_PAIRS]
         for shadow, waiting in self.shadow_predictions.items():
             found = waiting.pop(key, None)
             if found is not None:
@@ -144,11 +162,22 @@ class QualityWindow:
             "counts": dict(self.counts),
             "waiting": len(self.predictions),
             "unlabelled_ids": self.unlabelled_ids,
+            "arms": {arm: [list(p) for p in pairs] for arm, pairs in list(self.arm_pairs.items())},
             "shadows": {
                 shadow: {"target": self.shadow_targets.get(shadow, ""), "pairs": [list(p) for p in pairs]}
-                for shadow, pairs in self.shadow_pairs.items()
+                for shadow, pairs in list(self.shadow_pairs.items())
             },
         }
+
+
+def _arm_names(arms: Mapping[str, tuple[np.ndarray, tuple[str, ...]]], rows: int) -> list[str]:
+    """``split=arm`` per row (several splits: joined with ``,``)."""
+    per_split = []
+    for split, (assignment, labels) in sorted(arms.items()):
+        if assignment.shape[0] != rows:
+            continue
+        per_split.append([f"{split}={labels[int(i)]}" for i in assignment.tolist()])
+    return [",".join(parts) for parts in zip(*per_split, strict=True)] if per_split else [""] * rows
 
 
 def join_labels(
@@ -201,6 +230,9 @@ class Quality:
     counts: Mapping[str, int]  # labels by outcome
     metrics: Mapping[str, float | None]
     shadows: Mapping[str, ShadowQuality] = field(default_factory=dict)
+    arms: Mapping[str, tuple[int, Mapping[str, float | None]]] = field(
+        default_factory=dict
+    )  # arm -> pairs, metrics
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -214,6 +246,7 @@ class Quality:
             "labels": dict(self.counts),
             **dict(self.metrics),
             "shadows": {name: q.to_dict() for name, q in sorted(self.shadows.items())},
+            "arms": {arm: {"pairs": n, **dict(m)} for arm, (n, m) in sorted(self.arms.items())},
         }
 
 
@@ -250,8 +283,11 @@ def merge_quality(parts: Iterable[Mapping[str, Any]]) -> list[Quality]:
                 "counts": dict.fromkeys(OUTCOMES, 0),
                 "waiting": 0,
                 "shadows": {},
+                "arms": {},
             },
         )
+        for arm, pairs in part.get("arms", {}).items():
+            into["arms"].setdefault(arm, []).extend(pairs)
         for shadow, got in part.get("shadows", {}).items():
             entry = into["shadows"].setdefault(shadow, {"target": got["target"], "pairs": []})
             entry["pairs"].extend(got["pairs"])
@@ -267,6 +303,7 @@ def merge_quality(parts: Iterable[Mapping[str, Any]]) -> list[Quality]:
         kind, threshold = str(first["kind"]), float(first["threshold"])
         metrics = _metrics(kind, scores, labels, threshold)
         shadows = {name: _shadow_quality(kind, threshold, got) for name, got in v["shadows"].items()}
+        arms = {arm: _arm_quality(kind, threshold, pairs) for arm, pairs in v["arms"].items() if arm}
         out.append(
             Quality(
                 graph,
@@ -279,6 +316,7 @@ def merge_quality(parts: Iterable[Mapping[str, Any]]) -> list[Quality]:
                 v["counts"],
                 metrics,
                 shadows,
+                arms,
             )
         )
     return out
@@ -286,6 +324,14 @@ def merge_quality(parts: Iterable[Mapping[str, Any]]) -> list[Quality]:
 
 def _metrics(kind: str, scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float | None]:
     return binary_metrics(scores, labels, threshold) if kind == BINARY else regression_metrics(scores, labels)
+
+
+def _arm_quality(
+    kind: str, threshold: float, pairs: Sequence[Sequence[float]]
+) -> tuple[int, dict[str, float | None]]:
+    scores = np.asarray([p[0] for p in pairs], dtype=np.float64)
+    labels = np.asarray([p[1] for p in pairs], dtype=np.float64)
+    return len(pairs), _metrics(kind, scores, labels, threshold)
 
 
 def _shadow_quality(kind: str, threshold: float, got: Mapping[str, Any]) -> ShadowQuality:

@@ -109,6 +109,9 @@ def render_table(report: MonitorReport) -> str:
             f"{q.pairs} labelled, {q.waiting} waiting; labels: {labels}"
         )
         lines.append(f"  {values}")
+        for arm, (pairs, arm_metrics) in sorted(q.arms.items()):
+            shown = "  ".join(f"{k} {_num(v, 4)}" for k, v in arm_metrics.items())
+            lines.append(f"  arm {arm} ({pairs} labelled): {shown}")
         for name, shadow in sorted(q.shadows.items()):
             target = f"node '{shadow.target}'" if shadow.target else "the live graph"
             lines.append(

@@ -386,7 +386,16 @@ def _quality_families(qualities: list[Quality]) -> Iterator[Metric]:
         "labelled rows (side=live)",
         labels=["graph", "version", "shadow", "side", "metric"],
     )
+    arms = GaugeMetricFamily(
+        "engine_quality_arm",
+        "Live quality of the predictions a split arm served (arm: SPLIT=BRANCH)",
+        labels=["graph", "version", "arm", "metric"],
+    )
     for q in qualities:
+        for arm, (_, arm_metrics) in q.arms.items():
+            for metric, value in arm_metrics.items():
+                if value is not None:
+                    arms.add_metric([q.graph, q.version, arm, metric], value)
         for name, shadow in q.shadows.items():
             for side, numbers in (("candidate", shadow.candidate), ("live", shadow.live)):
                 for metric, value in numbers.items():
@@ -398,4 +407,4 @@ def _quality_families(qualities: list[Quality]) -> Iterator[Metric]:
         for name, value in q.metrics.items():
             if value is not None:
                 values.add_metric([q.graph, q.version, name], value)
-    yield from (labels, pairs, values, shadows)
+    yield from (labels, pairs, values, shadows, arms)

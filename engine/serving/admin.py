@@ -198,6 +198,10 @@ class ServerAdmin:
         windows = self.repository.quality_windows(graph) if self._known(graph) else None
         if windows is None:
             raise GraphNotFound(graph, "")
+        if not windows and not self.repository.monitoring:
+            raise FailedPrecondition(
+                "monitoring is off on this server (--monitoring false): no labels are kept"
+            )
         if not windows:
             raise FailedPrecondition(
                 f"graph '{graph}' takes no labels: give it 'quality: {{output: NAME}}' (docs/monitoring.md)"

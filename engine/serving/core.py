@@ -163,6 +163,9 @@ class InferenceCore:
         shadows = RequestShadows() if has_shadows and (recorder is not None or quality is not None) else None
         live = None
         flags: list[Violation] | None = None
+        arms: dict[str, tuple[np.ndarray, tuple[str, ...]]] | None = (
+            {} if quality is not None and served.splits_rows else None
+        )
         try:
             plan = served.graph.plan
             inputs = call.decode(plan.inputs, plan.outputs)
@@ -194,10 +197,11 @@ class InferenceCore:
                 shadows=shadows,
                 flags=flags,
                 tap=served.drift.tap if served.drift is not None else None,
+                arms=arms,
             )
             t2 = time.perf_counter_ns()
             if quality is not None and (prediction := outputs[quality.config.output_index]) is not None:
-                quality.remember(call.request_id, prediction)  # awaits its label (Feedback)
+                quality.remember(call.request_id, prediction, arms)  # awaits its label (Feedback)
             if live is not None:
                 named = {n: a for n, a in zip(served.output_names, outputs, strict=True) if a is not None}
                 live.set_result(LiveResult(named, t2 - t1))

@@ -4,6 +4,7 @@ counted in /metrics and the statistics, and written to the request record."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -41,10 +42,25 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
 
 
+REJECTING = "contract: {range: [0, 1000000], allow_nan: false, on_violation: reject}"
+
+
 @pytest.fixture(scope="module")
-def server(example_graphs: Path, logs: Path) -> Iterator[ServerThread]:
+def graphs(tmp_path_factory: pytest.TempPathFactory, example_graphs: Path) -> Path:
+    """The fraud example with its `amount` contract set to reject (the example flags)."""
+    root = tmp_path_factory.mktemp("graphs")
+    shutil.copytree(example_graphs / "fraud", root / "fraud")
+    text = (root / "fraud" / "graph.yaml").read_text()
+    flagging = "contract: {range: [0, 1000000], allow_nan: false, on_violation: flag}"
+    assert flagging in text
+    (root / "fraud" / "graph.yaml").write_text(text.replace(flagging, REJECTING))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(graphs: Path, logs: Path) -> Iterator[ServerThread]:
     settings = {"request_log": {"sink": "jsonl", "directory": str(logs)}}
-    with ServerThread(example_graphs, feature_sources=fraud.feature_sources(), **settings) as running:
+    with ServerThread(graphs, feature_sources=fraud.feature_sources(), **settings) as running:
         yield running
 
 

@@ -12,7 +12,7 @@ column; nothing is parsed per request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -116,10 +116,27 @@ class ColumnRule:
 
 @dataclass(frozen=True, slots=True)
 class Contract:
-    """Every rule of one tensor (a graph input or a feature field named ``node.field``)."""
+    """Every rule of one tensor (a graph input or a feature field named ``node.field``).
+
+    ``check`` first tests every range and NaN rule of the tensor at once (two comparisons against
+    per-column bounds, one ``isnan``); only a request that breaks something is examined rule by
+    rule for the message."""
 
     tensor: str
     rules: tuple[ColumnRule, ...]
+    _fast: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        indices = [r.index for r in self.rules]
+        if any(r.values is not None for r in self.rules):
+            return  # membership rules: rule by rule
+        if indices == [None] or indices == list(range(len(indices))):
+            lows = np.array([-np.inf if r.low is None else r.low for r in self.rules])
+            highs = np.array([np.inf if r.high is None else r.high for r in self.rules])
+            no_nan = np.array([not r.allow_nan for r in self.rules])
+            object.__setattr__(self, "_fast", (lows, highs, no_nan, bool(no_nan.any())))
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -128,6 +145,14 @@ class Contract:
     def check(self, array: np.ndarray) -> list[Violation]:
         """Every rule's violations in one request's ``array`` (rows in its first dimension)."""
         rows = array.reshape(array.shape[0], -1) if array.ndim else array.reshape(1, 1)
+        fast = self._fast
+        if fast is not None and rows.dtype != object and (fast[0].size == 1 or rows.shape[1] == fast[0].size):
+            lows, highs, no_nan, any_no_nan = fast
+            clean = not ((rows < lows) | (rows > highs)).any()  # NaN compares false: not out of range
+            if clean and any_no_nan and rows.dtype.kind == "f":
+                clean = not np.isnan(rows[:, no_nan] if no_nan.size > 1 else rows).any()
+            if clean:
+                return []
         found: list[Violation] = []
         for rule in self.rules:
             found.extend(rule.check(self.tensor, rows))
