@@ -172,6 +172,32 @@ SCHEMAS: Final[dict[str, Any]] = {
         "properties": {"valid": {"type": "boolean"}, "diagnostics": {"type": "array", "items": _OBJECT}},
     },
     "ShadowReport": {"description": "the shadow report (engine.shadow.ShadowReport) as JSON", **_OBJECT},
+    "MonitorReport": {"description": "drift per column and window, and live quality, as JSON", **_OBJECT},
+    "FeedbackRequest": {
+        "type": "object",
+        "required": ["graph", "labels"],
+        "properties": {
+            "graph": {"type": "string"},
+            "labels": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["request_id", "value"],
+                    "properties": {
+                        "request_id": {"type": "string"},
+                        "row": {"type": "integer", "minimum": 0},
+                        "value": {"type": "number"},
+                    },
+                },
+            },
+        },
+    },
+    "FeedbackCounts": {
+        "type": "object",
+        "properties": {
+            k: {"type": "integer"} for k in ("matched", "duplicate", "late", "unknown", "invalid")
+        },
+    },
 }
 
 _REASONS: Final = {

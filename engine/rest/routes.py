@@ -211,6 +211,33 @@ class RestDoor:
             return web.Response(text=report.table, content_type="text/plain")
         return web.Response(text=report.json, content_type=JSON)
 
+    async def monitor_report(self, request: web.Request) -> web.Response:
+        report = await self.admin.monitor_report(request.query.get("graph", ""))
+        if request.query.get("format") == "table":
+            return web.Response(text=report.table, content_type="text/plain")
+        return web.Response(text=report.json, content_type=JSON)
+
+    async def feedback(self, request: web.Request) -> web.Response:
+        body = await _json_body(request, self.options.limits)
+        graph, raw = body.get("graph"), body.get("labels")
+        if not isinstance(graph, str) or not graph:
+            raise InvalidRequest("give 'graph' (the graph the labels are for)")
+        if not isinstance(raw, list):
+            raise InvalidRequest("'labels' must be a list of {request_id, row, value}")
+        labels: list[tuple[str, int, float]] = []
+        for index, label in enumerate(raw):
+            if not isinstance(label, dict):
+                raise InvalidRequest(f"labels[{index}] must be an object {{request_id, row, value}}")
+            request_id, row, value = label.get("request_id"), label.get("row", 0), label.get("value")
+            if not isinstance(request_id, str) or not request_id:
+                raise InvalidRequest(f"labels[{index}].request_id must be a non-empty string")
+            if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+                raise InvalidRequest(f"labels[{index}].row must be a whole number >= 0")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidRequest(f"labels[{index}].value must be a number")
+            labels.append((request_id, row, float(value)))
+        return json_response(await self.admin.feedback(graph, labels))
+
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=openapi_bytes(), content_type=JSON)
 
@@ -427,6 +454,27 @@ ROUTES: Final[tuple[Route, ...]] = (
         answer="ShadowReport",
         tag="engine",
         codes=NOT_FOUND,
+    ),
+    Route(
+        "GET",
+        "/v2/engine/monitor",
+        RestDoor.monitor_report,
+        "Drift and live quality over every worker (MonitorReport; ?graph=, ?format=table)",
+        ADMIN,
+        answer="MonitorReport",
+        tag="engine",
+        codes=NOT_FOUND,
+    ),
+    Route(
+        "POST",
+        "/v2/engine/feedback",
+        RestDoor.feedback,
+        "Attach ground truth to earlier predictions by request id (Feedback)",
+        ADMIN,
+        body="FeedbackRequest",
+        answer="FeedbackCounts",
+        tag="engine",
+        codes=(400, 404),
     ),
     Route("GET", "/v2/openapi.json", RestDoor.openapi, "This document", OPEN, tag="health"),
 )

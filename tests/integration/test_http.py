@@ -316,6 +316,7 @@ def test_every_route_answers_200(http: httpx.Client) -> None:
         },
         "IndexRequest": {"ready": True},
         "LoadRequest": {},
+        "FeedbackRequest": {"graph": "fraud", "labels": [{"request_id": "not-served", "value": 1}]},
     }
     unload_last = sorted(ROUTES, key=lambda route: route.path.endswith("/unload"))
     for route in unload_last:

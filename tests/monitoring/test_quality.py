@@ -173,6 +173,28 @@ def test_a_second_label_for_the_same_request_is_a_duplicate(server: ServerThread
         assert "quality:" in (no_quality.value.details() or "")
 
 
+def test_labels_and_the_report_over_http(server: ServerThread) -> None:
+    import httpx
+
+    client = triton.InferenceServerClient(server.url)
+    for i, row in enumerate(_training()[:5]):
+        client.infer("fraud", _one(row), request_id=f"http-{i}")
+    client.close()
+    base = f"http://{server.http_url}/v2/engine"
+    labels = [{"request_id": f"http-{i}", "value": i % 2} for i in range(5)] + [{"request_id": "never"}]
+    refused = httpx.post(f"{base}/feedback", json={"graph": "fraud", "labels": labels})
+    assert refused.status_code == 400 and "labels[5].value" in refused.json()["error"]
+    labels[-1]["value"] = 1
+    answer = httpx.post(f"{base}/feedback", json={"graph": "fraud", "labels": labels})
+    assert answer.status_code == 200
+    assert answer.json() == {"matched": 5, "duplicate": 0, "late": 0, "unknown": 1, "invalid": 0}
+    assert httpx.post(f"{base}/feedback", json={"graph": "nope", "labels": []}).status_code == 404
+    report = httpx.get(f"{base}/monitor", params={"graph": "fraud"})
+    assert report.status_code == 200 and "fraud" in json.dumps(report.json())
+    table = httpx.get(f"{base}/monitor", params={"graph": "fraud", "format": "table"})
+    assert "quality of 'score'" in table.text
+
+
 SPLIT = """\
 inputs:
   x: {datatype: FP32, shape: [-1, 1]}
