@@ -33,6 +33,9 @@ def test_every_example_runs_against_the_served_examples(
     metrics = f"http://127.0.0.1:{fraud_server.server.metrics_port}/metrics"
     sla = yaml.safe_load(example.read_text())
     sla["target"]["url"] = fraud_server.url
+    for kind, where in sla.get("source", {}).items():  # a file source is relative to the example's folder
+        if isinstance(where, str) and kind in ("jsonl", "csv", "parquet", "log"):
+            sla["source"][kind] = str((example.parent / where).resolve())
     if "metrics" in sla["target"]:
         sla["target"]["metrics"] = metrics
     sla["load"] = {
