@@ -198,7 +198,7 @@ def mlserver_folder(folder: Path, port: int) -> Path:
     return models
 
 
-def scenarios(folder: Path, port: int) -> list[Scenario]:
+def scenarios(folder: Path, port: int, http_port: int) -> list[Scenario]:
     x = np.random.default_rng(0).normal(size=(1, 32)).astype(np.float32)
     graphs = folder / "graphs"
     for name, text in (("mlp", run.SINGLE), ("chain2", CHAIN2)):
@@ -207,7 +207,7 @@ def scenarios(folder: Path, port: int) -> list[Scenario]:
         shutil.copy(MLP, graphs / name / "mlp32.onnx")
     engine = [
         sys.executable, "-m", "engine.cli", "serve", str(graphs), "--port", str(port),
-        "--log-level", "WARNING", "--metrics-port", "-1", "--workers", "1",
+        "--log-level", "WARNING", "--metrics-port", "-1", "--workers", "1", "--http-port", str(http_port),
     ]  # fmt: skip
     repository, backends = triton_repository(folder)
     site = _peer_site_packages()
@@ -242,6 +242,13 @@ def scenarios(folder: Path, port: int) -> list[Scenario]:
             "bare grpc.server, 8 threads, onnxruntime in the handler",
         ),
         Scenario("engine-mlp", engine, mlp, "this engine, one-model graph"),
+        Scenario(
+            "engine-mlp-stream", engine, mlp, "this engine, one-model, ModelStreamInfer", driver="stream"
+        ),
+        Scenario(
+            "engine-mlp-http-binary", engine, mlp, "this engine, one-model graph over HTTP, binary tensors",
+            driver="http", http=run._http_infer("mlp", x, binary=True),
+        ),
         Scenario("triton-mlp", triton, mlp, "Triton 2.51, python backend + onnxruntime", triton_env),
         Scenario(
             "mlserver-mlp", mlserver_command, mlp, "MLServer 1.7.1, onnxruntime runtime, parallel_workers 0",
@@ -274,7 +281,9 @@ def report(rows: list[dict[str, object]]) -> str:
         )
     lines.append("")
     for mine, theirs in (
-        ("engine-mlp", "triton-mlp"), ("engine-mlp", "mlserver-mlp"), ("engine-chain2", "triton-chain2"),
+        ("engine-mlp", "triton-mlp"), ("engine-mlp-stream", "triton-mlp"),
+        ("engine-mlp-http-binary", "triton-mlp"),
+        ("engine-mlp", "mlserver-mlp"), ("engine-chain2", "triton-chain2"),
     ):  # fmt: skip
         a, b = pick(mine, hi), pick(theirs, hi)
         if a and b:
@@ -294,10 +303,10 @@ def main() -> int:
     )
     rows: list[dict[str, object]] = []
     try:
-        port = _free_port()
-        for scenario in scenarios(folder, port):
+        port, http_port = _free_port(), _free_port()
+        for scenario in scenarios(folder, port, http_port):
             if not only or scenario.name in only:
-                rows.extend(run.measure(scenario, port))
+                rows.extend(run.measure(scenario, port, http_port))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print("\n" + report(rows))
