@@ -350,15 +350,16 @@ class EngineServer:
         finally:
             abandoned.cancel()
 
-    def request_reload(self) -> None:
-        """Re-read every graph folder soon (SIGHUP, the reload interval); never raises."""
+    def request_reload(self, *, polled: bool = False) -> None:
+        """Re-read every graph folder soon (SIGHUP, the reload interval); never raises. ``polled``
+        (the reload interval): folders still being written wait, rejected files are not re-read."""
         if self._stopping or (self._reloading is not None and not self._reloading.done()):
             return
-        self._reloading = asyncio.ensure_future(self._reload_all())
+        self._reloading = asyncio.ensure_future(self._reload_all(polled))
 
-    async def _reload_all(self) -> None:
+    async def _reload_all(self, polled: bool = False) -> None:
         try:
-            results = await self.admin.reload()
+            results = await self.admin.reload(automatic=polled)
         except Exception:  # a reload must never take the server down
             log.exception("reload failed")
             return
@@ -377,7 +378,7 @@ class EngineServer:
         one replica through the control plane, so they swap together)."""
         while True:
             await asyncio.sleep(interval)
-            self.request_reload()
+            self.request_reload(polled=True)
 
     def snapshot(self) -> EngineSnapshot:
         """What a metrics scrape reads (called on the metrics thread; reads only)."""
