@@ -222,7 +222,11 @@ class EngineServer:
             loop.call_soon_threadsafe(self._set_health, name, ready)
 
         self.repository.listeners.append(on_change)
+        # The stores connect while the graphs load (warm-ups never ask a store), so the first
+        # requests do not pay the connection set-up; a store that is down is only logged.
+        warming = asyncio.ensure_future(self.features.warm())
         results = await self.repository.load_all()
+        await warming
         for result in results:
             if result.action == "failed":
                 log.error("graph %s not served: %s", result.name, result.error)
