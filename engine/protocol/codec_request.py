@@ -53,7 +53,11 @@ _NOT_IMPLEMENTED = {
     "sequence_end": "sequences (stateful models) are not implemented: every graph call is stateless",
     "priority": "request priorities are not implemented: every call is admitted in arrival order",
 }
-SUPPORTED_PARAMETERS: Final = ("binary_data_output", "timeout")
+_BOOLEANS = ("binary_data_output", "triton_enable_empty_final_response")
+"""``triton_enable_empty_final_response`` (perf_analyzer sends it) asks a decoupled model for an
+empty last response; graphs are not decoupled (every response is the final one), so it changes
+nothing, as for Triton's own non-decoupled models."""
+SUPPORTED_PARAMETERS: Final = ("binary_data_output", "timeout", "triton_enable_empty_final_response")
 
 
 def check_parameters(request: pb.ModelInferRequest) -> float | None:
@@ -82,9 +86,9 @@ def check_parameters(request: pb.ModelInferRequest) -> float | None:
                 f"parameter '{name}': value is {len(value.string_param)} characters, "
                 f"above {MAX_PARAMETER_VALUE_BYTES}"
             )
-        if key == "binary_data_output":
+        if key in _BOOLEANS:
             if kind != "bool_param":
-                raise InvalidRequest(f"parameter 'binary_data_output' must be a bool, not {_kind(kind)}")
+                raise InvalidRequest(f"parameter '{key}' must be a bool, not {_kind(kind)}")
         elif key == "timeout":
             if kind not in ("int64_param", "uint64_param"):
                 raise InvalidRequest(
