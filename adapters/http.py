@@ -158,6 +158,10 @@ class HttpSource:
             else:
                 builder.status[row, col] = status
 
+    async def warm(self) -> None:
+        """Open a kept-alive connection to the store now (start-up): any answer will do."""
+        await self._client.request("OPTIONS", self.url)
+
     async def close(self) -> None:
         await self._client.aclose()
 

@@ -176,6 +176,10 @@ class PostgresSource:
                 continue  # cannot exist in an integer column: stays MISSING
         return values
 
+    async def warm(self) -> None:
+        """Create the connection pool now (start-up), so the first request does not pay for it."""
+        await self._get_pool()
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()

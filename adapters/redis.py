@@ -125,6 +125,10 @@ class RedisSource:
                 raise unavailable(self.name, "redis failed", exc) from exc
         raise AssertionError("unreachable")
 
+    async def warm(self) -> None:
+        """Open a pooled connection now (start-up), so the first request does not pay for it."""
+        await self._client.ping()
+
     async def close(self) -> None:
         await self._client.aclose()
         await self._pool.disconnect()

@@ -18,8 +18,10 @@ names the ``*_env`` key to use instead. Durations are seconds or text (``20ms``,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import difflib
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -88,6 +90,11 @@ _REQUIRED = {
     "static": ("path", "key_column"),
 }
 _CACHE_KEYS = {"ttl", "backend", "redis_url", "redis_url_env", "max_entries"}
+
+
+log = logging.getLogger("engine.features")
+WARM_TIMEOUT_S = 5.0
+"""The longest start-up waits for the feature sources to connect (then it serves anyway)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +294,30 @@ class FeatureCatalog:
                 owns_source=False,
             )
         return found
+
+    async def warm(self, timeout_s: float = WARM_TIMEOUT_S) -> dict[str, str]:
+        """Connect every source that can (``warm()``), concurrently, within ``timeout_s``.
+
+        Start-up calls it so the first requests do not pay a store's connection set-up (often
+        more than a node's timeout). A store that is down or slow is only logged: its health never
+        decides whether a graph serves. Returns each source's outcome: ok, failed or timed out."""
+        warmers = {n: getattr(s, "warm", None) for n, s in self._sources.items()}
+        tasks = {name: asyncio.ensure_future(warm()) for name, warm in warmers.items() if callable(warm)}
+        if not tasks:
+            return {}
+        _, pending = await asyncio.wait(tasks.values(), timeout=timeout_s)
+        outcome: dict[str, str] = {}
+        for name, task in tasks.items():
+            if task in pending:
+                task.cancel()
+                outcome[name] = "timed out"
+            elif task.exception() is not None:
+                outcome[name] = "failed"
+                log.warning("feature source %s: not connected at start-up: %s", name, task.exception())
+            else:
+                outcome[name] = "ok"
+        log.info("feature sources warmed: %s", ", ".join(f"{n} {o}" for n, o in sorted(outcome.items())))
+        return outcome
 
     async def close(self) -> None:
         """Close every cache and source; a failing close is skipped so the others still close."""

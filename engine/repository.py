@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,11 @@ log = logging.getLogger("engine.repository")
 GRAPH_FILE = "graph.yaml"
 
 READY, FAILED, UNAVAILABLE = "READY", "FAILED", "UNAVAILABLE"
+
+
+SETTLE_S = 0.5
+"""An automatic reload (polling by --reload-interval) leaves a folder changed more recently than this for the
+next round: a graph.yaml caught half-written is not read (and rejected) before it is complete."""
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True, eq=False)  # identity: one object per version
@@ -148,6 +154,8 @@ class GraphRepository:
         self._swap_lock = threading.Lock()
         self.listeners: list[Callable[[str, bool], None]] = []
         self.load_failures: dict[str, int] = {}
+        # (graph, version folder) -> the rejected files' fingerprint, the error and its diagnostics
+        self._rejected: dict[tuple[str, str], tuple[str, str, tuple[Diagnostic, ...]]] = {}
         """Versions rejected at (re)load, per graph name (for metrics)."""
 
     # -- reading (the request path) ---------------------------------------------------------
@@ -210,11 +218,16 @@ class GraphRepository:
     async def load_all(self) -> list[ReloadResult]:
         return await self.reload(None)
 
-    async def reload(self, names: Sequence[str] | None = None) -> list[ReloadResult]:
+    async def reload(
+        self, names: Sequence[str] | None = None, *, automatic: bool = False
+    ) -> list[ReloadResult]:
         """Re-read the named graphs (all when ``names`` is None or empty) from disk.
 
         A graph that was unloaded stays unloaded when everything is re-read (SIGHUP, polling);
-        naming it loads it again."""
+        naming it loads it again. ``automatic`` (polling by the reload interval): a folder changed less than
+        ``SETTLE_S`` ago is left for the next round (a file caught half-written is not read), and
+        a version rejected before is not read again until its files change (logged once per
+        change, not once per tick); it keeps its reason in the index."""
         async with self._reload_lock:
             found = _scan(self.root)
             if names:
@@ -226,14 +239,16 @@ class GraphRepository:
             for name in wanted:
                 if name not in found and name not in self._entries:
                     raise GraphNotFound(name)
-                results.extend(await self._reload_one(name, found.get(name, {})))
+                results.extend(await self._reload_one(name, found.get(name, {}), automatic))
             return results
 
     def unload(self, name: str) -> None:
         entry = self.entry(name)
         self._swap(replace(entry, unloaded=True))
 
-    async def _reload_one(self, name: str, files: dict[str, Path]) -> list[ReloadResult]:
+    async def _reload_one(
+        self, name: str, files: dict[str, Path], automatic: bool = False
+    ) -> list[ReloadResult]:
         entry = self._entries.get(name) or GraphEntry(name=name, folder=self.root / name)
         versions = dict(entry.versions)
         results: list[ReloadResult] = []
@@ -245,15 +260,32 @@ class GraphRepository:
                 del versions[version]
                 results.append(ReloadResult(name, version, "unloaded"))
         for key, path in files.items():
-            fingerprint = _fingerprint(path.parent, skip_numbered=key == "*")
-            fingerprint += await self._references_now(path)
+            folder_print, newest_ns = _folder_state(path.parent, skip_numbered=key == "*")
+            fingerprint = folder_print + await self._references_now(path)
             current = next((v for v in versions.values() if v.source_key == key), None)
             if current is not None and current.fingerprint == fingerprint and not entry.unloaded:
                 results.append(ReloadResult(name, current.version, "unchanged"))
                 continue
+            shown = current.version if current is not None else (key if key != "*" else "")
+            settling = time.time_ns() - newest_ns < SETTLE_S * 1e9 or _empty(path)
+            if automatic and settling:  # an empty graph.yaml: truncated by a writer about to write
+                results.append(ReloadResult(name, shown, "unchanged"))  # still being written
+                if current is None and (name, key) in self._rejected:
+                    errors.append(self._rejected[(name, key)][1])
+                continue
+            known_bad = self._rejected.get((name, key))
+            if automatic and known_bad is not None and known_bad[0] == fingerprint:
+                errors.append(known_bad[1])  # the same broken files: not read (nor logged) again
+                diagnostics.extend(known_bad[2])
+                results.append(ReloadResult(name, shown, "unchanged", known_bad[1]))
+                continue
             try:
                 served = await self._load_version(path, fingerprint, key)
             except GraphInvalid as exc:
+                if automatic and _folder_state(path.parent, skip_numbered=key == "*")[0] != folder_print:
+                    results.append(ReloadResult(name, shown, "unchanged"))  # written to while read
+                    continue
+                self._rejected[(name, key)] = (fingerprint, str(exc), exc.diagnostics)
                 errors.append(str(exc))
                 rejected[key if key != "*" else ""] = str(exc)
                 self.load_failures[name] = self.load_failures.get(name, 0) + 1
@@ -261,6 +293,7 @@ class GraphRepository:
                 results.append(ReloadResult(name, key if key != "*" else "", "failed", str(exc)))
                 log.warning("graph %s (%s) rejected: %s", name, path, exc)
                 continue
+            self._rejected.pop((name, key), None)
             if current is not None:
                 versions.pop(current.version, None)
             versions[served.version] = served
@@ -430,10 +463,18 @@ def _scan(root: Path) -> dict[str, dict[str, Path]]:
     return found
 
 
-def _fingerprint(folder: Path, *, skip_numbered: bool) -> str:
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return True
+
+
+def _folder_state(folder: Path, *, skip_numbered: bool) -> tuple[str, int]:
     """What a reload compares: every file's name, size and mtime (numbered sub-folders excluded),
     and the text of the graph file itself, so an edit is seen even when it keeps the size and
-    lands within the file system's mtime resolution."""
+    lands within the file system's mtime resolution; and the newest mtime (ns) among them."""
+    newest = 0
     digest = hashlib.sha256()
     files = (
         folder.rglob("*")
@@ -442,10 +483,11 @@ def _fingerprint(folder: Path, *, skip_numbered: bool) -> str:
     )
     for path in sorted(p for p in files if p.is_file()):
         stat = path.stat()
+        newest = max(newest, stat.st_mtime_ns)
         digest.update(f"{path.relative_to(folder)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
         if path.name == GRAPH_FILE and path.parent == folder:
             digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return digest.hexdigest(), newest
 
 
 def _version_key(version: str) -> tuple[int, str]:

@@ -18,6 +18,7 @@ import gc
 import logging
 import os
 import signal
+import ssl
 import time
 from collections.abc import Collection
 from contextlib import suppress
@@ -63,6 +64,7 @@ log = logging.getLogger("engine.server")
 DRAIN_POLL_S = 0.01
 """How often a drain checks whether the in-flight calls have finished."""
 DRAIN_QUIET_S = 0.2
+TOKEN_POLL_S = 1.0  # how often the bearer-token files are checked for a rotation
 """A drain stops the gRPC server once no call has arrived for this long (or the grace is over)."""
 
 
@@ -185,6 +187,7 @@ class EngineServer:
         self._reloading: asyncio.Future[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._counter: asyncio.Task[None] | None = None  # drift counting, off the response path
+        self._token_watcher: asyncio.Task[None] | None = None
         self._lag_monitor: LoopLagMonitor | None = None
         self._health_updates: set[asyncio.Future[None]] = set()
 
@@ -268,7 +271,11 @@ class EngineServer:
             loop.call_soon_threadsafe(self._set_health, name, ready)
 
         self.repository.listeners.append(on_change)
+        # The stores connect while the graphs load (warm-ups never ask a store), so the first
+        # requests do not pay the connection set-up; a store that is down is only logged.
+        warming = asyncio.ensure_future(self.features.warm())
         results = await self.repository.load_all()
+        await warming
         for result in results:
             if result.action == "failed":
                 log.error("graph %s not served: %s", result.name, result.error)
@@ -283,6 +290,9 @@ class EngineServer:
             self._watcher = asyncio.create_task(self._watch(self.settings.reload_interval_s))
         if self.settings.monitoring:
             self._counter = asyncio.create_task(count_drift(self.repository))
+        token_files = [p for p in (self.settings.auth_token_file, self.settings.admin_token_file) if p]
+        if token_files:
+            self._token_watcher = asyncio.create_task(self._watch_tokens(token_files))
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving %d graph(s) on %s:%d",
@@ -329,6 +339,8 @@ class EngineServer:
             self._watcher.cancel()
         if self._counter is not None:
             self._counter.cancel()
+        if self._token_watcher is not None:
+            self._token_watcher.cancel()
         grace = self.settings.grace_s if grace is None else grace
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_delay_s > 0:  # load balancers see NOT_SERVING; calls still served
@@ -408,15 +420,16 @@ class EngineServer:
         finally:
             abandoned.cancel()
 
-    def request_reload(self) -> None:
-        """Re-read every graph folder soon (SIGHUP, the reload interval); never raises."""
+    def request_reload(self, *, polled: bool = False) -> None:
+        """Re-read every graph folder soon (SIGHUP, the reload interval); never raises. ``polled``
+        (the reload interval): folders still being written wait, rejected files are not re-read."""
         if self._stopping or (self._reloading is not None and not self._reloading.done()):
             return
-        self._reloading = asyncio.ensure_future(self._reload_all())
+        self._reloading = asyncio.ensure_future(self._reload_all(polled))
 
-    async def _reload_all(self) -> None:
+    async def _reload_all(self, polled: bool = False) -> None:
         try:
-            results = await self.admin.reload()
+            results = await self.admin.reload(automatic=polled)
         except Exception:  # a reload must never take the server down
             log.exception("reload failed")
             return
@@ -435,7 +448,25 @@ class EngineServer:
         one replica through the control plane, so they swap together)."""
         while True:
             await asyncio.sleep(interval)
-            self.request_reload()
+            self.request_reload(polled=True)
+
+    async def _watch_tokens(self, paths: list[str]) -> None:
+        """Re-read the bearer-token files when they change (rotation), every ``TOKEN_POLL_S``."""
+        seen = _file_stamp(paths)
+        while True:
+            await asyncio.sleep(TOKEN_POLL_S)
+            stamp = _file_stamp(paths)
+            if stamp is None or stamp == seen:
+                continue
+            try:
+                inference = _tokens("ENGINE_AUTH_TOKEN", self.settings.auth_token_file)
+                admin = _tokens("ENGINE_ADMIN_TOKEN", self.settings.admin_token_file)
+            except ValueError as exc:
+                log.warning("bearer tokens not reloaded: %s", exc)
+                continue
+            seen = stamp
+            if self.grpc_options.guard.rotate(inference, admin):
+                log.info("bearer tokens reloaded from their files")
 
     def snapshot(self) -> EngineSnapshot:
         """What a metrics scrape reads (called on the metrics thread; reads only)."""
@@ -546,15 +577,61 @@ def _tls_credentials(settings: ServeSettings) -> grpc.ServerCredentials | None:
         return None
     if not (settings.tls_cert and settings.tls_key):
         raise ValueError("TLS needs both --tls-cert and --tls-key")
-    try:
-        chain = Path(settings.tls_cert).read_bytes()
-        key = Path(settings.tls_key).read_bytes()
-        ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
-    except OSError as exc:
-        raise ValueError(f"TLS: {exc.filename}: {exc.strerror}") from None
-    return grpc.ssl_server_credentials(
-        [(key, chain)], root_certificates=ca, require_client_auth=ca is not None
+    files = _CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    return grpc.dynamic_ssl_server_credentials(
+        files.initial(),
+        files.fetch,  # type: ignore[arg-type]  # None keeps the current configuration (grpc docs)
+        require_client_authentication=bool(settings.tls_client_ca),
     )
+
+
+def _file_stamp(paths: Collection[str]) -> tuple[tuple[int, int, int], ...] | None:
+    """(inode, size, mtime) of each file (following symlinks, as Kubernetes secret volumes swap them)."""
+    try:
+        return tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in (os.stat(p) for p in paths))
+    except OSError:
+        return None
+
+
+class _CertificateFiles:
+    """The TLS certificate, key and client CA, read again when they change (cert-manager rotates
+    them in place). gRPC asks ``fetch`` before each new connection: a changed, consistent set is
+    served to new connections from then on; open connections keep theirs, none is dropped."""
+
+    def __init__(self, cert: str, key: str, ca: str) -> None:
+        self.cert, self.key, self.ca = cert, key, ca
+        self.paths = tuple(p for p in (cert, key, ca) if p)
+        self._stamp = _file_stamp(self.paths)
+        self.reloads = 0
+
+    def initial(self) -> grpc.ServerCertificateConfiguration:
+        try:
+            return self._read()
+        except OSError as exc:
+            raise ValueError(f"TLS: {exc.filename}: {exc.strerror}") from None
+        except ssl.SSLError as exc:
+            raise ValueError(f"TLS: the certificate and key do not make a pair: {exc.reason}") from None
+
+    def _read(self) -> grpc.ServerCertificateConfiguration:
+        chain, key = Path(self.cert).read_bytes(), Path(self.key).read_bytes()
+        ca = Path(self.ca).read_bytes() if self.ca else None
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.cert, self.key)  # a pair?
+        return grpc.ssl_server_certificate_configuration([(key, chain)], root_certificates=ca)
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """The new configuration if the files changed and are usable; None keeps the current one."""
+        stamp = _file_stamp(self.paths)
+        if stamp is None or stamp == self._stamp:
+            return None
+        try:
+            config = self._read()
+        except (OSError, ssl.SSLError) as exc:  # mid-rotation (a new cert, the old key): next time
+            log.warning("TLS files changed but cannot be used yet (%s); still serving the previous ones", exc)
+            return None
+        self._stamp = stamp
+        self.reloads += 1
+        log.info("TLS certificate reloaded from %s", self.cert)
+        return config
 
 
 def _registered_files() -> set[str]:

@@ -324,20 +324,22 @@ class Supervisor:
                 missing.append(index)
         return Answer(tuple(parts), tuple(sorted(missing)))
 
-    def request_reload(self) -> None:
-        """Reload every worker soon (SIGHUP, the reload interval, a restarted worker); never raises."""
+    def request_reload(self, *, polled: bool = False) -> None:
+        """Reload every worker soon (SIGHUP, the reload interval, a restarted worker); never raises.
+        ``polled`` (the reload interval): folders still being written wait, rejected files are not
+        re-read until they change."""
         if self._stop.is_set() or (self._reloading is not None and not self._reloading.done()):
             return
-        self._reloading = self._spawn_task(self._reload())
+        self._reloading = self._spawn_task(self._reload(polled))
 
     async def _catch_up(self) -> None:
         await self._reload()
         for name in sorted(self.unloaded):
             await self.broadcast("unload", {"name": name}, RELOAD_TIMEOUT_S)
 
-    async def _reload(self) -> None:
+    async def _reload(self, polled: bool = False) -> None:
         try:
-            answer = await self.broadcast("reload", {"names": []}, RELOAD_TIMEOUT_S)
+            answer = await self.broadcast("reload", {"names": [], "automatic": polled}, RELOAD_TIMEOUT_S)
         except Exception:  # a reload must never take the supervisor down
             log.exception("fleet reload failed")
             return
@@ -354,7 +356,7 @@ class Supervisor:
     async def _watch(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            self.request_reload()
+            self.request_reload(polled=True)
 
 
 def _canonical(value: Any) -> str:

@@ -121,9 +121,13 @@ class ServerAdmin:
         )
 
     # -- the whole server ----------------------------------------------------------------------
-    async def reload(self, names: Sequence[str] = ()) -> list[ReloadOutcome]:
-        """Re-read the named graphs (all when none is named) on every worker."""
-        answer = await self.control.broadcast("reload", {"names": list(names)}, RELOAD_TIMEOUT_S)
+    async def reload(self, names: Sequence[str] = (), *, automatic: bool = False) -> list[ReloadOutcome]:
+        """Re-read the named graphs (all when none is named) on every worker. ``automatic`` (polling
+        by the reload interval): files are left to settle, and a rejected version is not re-read
+        until it changes."""
+        answer = await self.control.broadcast(
+            "reload", {"names": list(names), "automatic": automatic}, RELOAD_TIMEOUT_S
+        )
         return merge_reload(answer)
 
     async def load(self, name: str) -> None:

@@ -26,10 +26,22 @@ from engine.errors import PermissionDenied, Unauthenticated
 OPEN, INFERENCE, ADMIN = "open", "inference", "admin"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TokenGuard:
     inference_tokens: tuple[bytes, ...] = ()
     admin_tokens: tuple[bytes, ...] = ()
+
+    def rotate(self, inference_tokens: tuple[bytes, ...], admin_tokens: tuple[bytes, ...]) -> bool:
+        """Take new token sets (a token file changed); the next call is checked against them.
+
+        A set that would become empty is kept as it was (a file caught mid-write, or emptied by
+        mistake, must not turn authentication off or lock everyone out); turning authentication on
+        or off takes a restart. Whether anything changed."""
+        inference = inference_tokens or self.inference_tokens
+        admin = admin_tokens or self.admin_tokens
+        changed = (inference, admin) != (self.inference_tokens, self.admin_tokens)
+        self.inference_tokens, self.admin_tokens = inference, admin
+        return changed
 
     @property
     def enabled(self) -> bool:

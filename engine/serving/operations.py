@@ -5,7 +5,7 @@ Each operation is a name and plain JSON arguments, so it can travel to other wor
 repository and shadow numbers; the ``merge_*`` functions fold the workers' answers into the
 one answer a single process would give:
 
-    reload    {names: [...]}      -> per version: loaded | unchanged | unloaded | failed, fingerprints
+    reload    {names: [...], automatic} -> per version: loaded | unchanged | unloaded | failed, fingerprints
     unload    {name}              -> null
     stats     {name: "" | NAME}   -> every served version's counters (``GraphStats.to_state``)
     shadows   {graph: "" | NAME}  -> the shadow comparisons' state (``ShadowComparisons.state``)
@@ -43,7 +43,7 @@ class ServerOperations:
 
     async def run(self, op: str, args: Mapping[str, Any]) -> Any:
         if op == "reload":
-            return await self._reload([str(n) for n in args.get("names", ())])
+            return await self._reload([str(n) for n in args.get("names", ())], bool(args.get("automatic")))
         if op == "unload":
             self.repository.unload(str(args["name"]))
             return None
@@ -61,8 +61,8 @@ class ServerOperations:
             return [w.state() for w in self.repository.quality_windows(str(args.get("graph", "")))]
         raise ValueError(f"unknown control operation {op!r}")
 
-    async def _reload(self, names: list[str]) -> dict[str, Any]:
-        results = await self.repository.reload(names or None)
+    async def _reload(self, names: list[str], automatic: bool = False) -> dict[str, Any]:
+        results = await self.repository.reload(names or None, automatic=automatic)
         return {
             "results": [
                 {"name": r.name, "version": r.version, "action": r.action, "error": r.error} for r in results

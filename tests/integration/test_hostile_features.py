@@ -94,3 +94,25 @@ def test_a_store_failure_names_node_source_and_kind_but_no_address(
     error_id = re.search(r"error id ([0-9a-f]{12})", message)
     assert error_id is not None
     assert any(error_id.group(1) in r.getMessage() and str(port) in r.getMessage() for r in caplog.records)
+
+
+def test_stores_are_dialled_at_start_up_and_a_hung_one_does_not_keep_a_graph_from_serving(
+    tmp_path: Path,
+    example_graphs: Path,
+    prefix: str,  # noqa: F811
+) -> None:
+    with stalling_store(6379) as (proxy, proxy_loop):
+        proxy_loop.soon(proxy.stall)  # the store hangs from the start
+        root = _repository(tmp_path, example_graphs, proxy.port, prefix, "default")
+        amount, txn = np.array([[20.0]], np.float32), np.array([[0.1, 0, 14]], np.float32)
+        with ServerThread(root) as server:
+            dialled = proxy.held  # bytes sent to the store before any request: the start-up connect
+            client = triton.InferenceServerClient(server.url)
+            assert client.is_model_ready("fraud")
+            score = client.infer("fraud", _request(amount, ["u0001"], txn), client_timeout=10).as_numpy(
+                "score"
+            )
+            client.close()
+            proxy_loop.soon(proxy.resume)
+    assert dialled >= 1
+    assert score is not None and score.shape == (1, 1)  # served on defaults (the node timed out)

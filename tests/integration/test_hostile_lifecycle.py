@@ -1,9 +1,12 @@
-"""Signals an impatient operator sends: a second SIGTERM/SIGINT ends a drain at once, for one
-process and for a --workers fleet, saying how many calls it abandoned."""
+"""Signals and files an impatient operator sends: a second SIGTERM/SIGINT ends a drain at once, for
+one process and for a --workers fleet, saying how many calls it abandoned; polling reads a file
+once it has settled and logs a broken one once per change."""
 
 from __future__ import annotations
 
+import logging
 import re
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -11,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import tritonclient.grpc as triton
 
 from tests.adapters.proxy import stalling_store
 from tests.integration.held_graph import held_repository
@@ -23,6 +27,7 @@ from tests.integration.test_lifecycle import (
     infer_held,
     launch,  # noqa: F401 - the fixture
 )
+from tests.server_thread import ServerThread
 
 GRACE_S = 60.0  # a first signal alone would wait this long for the held calls
 ABANDONED = re.compile(r"abandoning (\d+) call\(s\) in flight")
@@ -61,3 +66,38 @@ def test_a_second_signal_ends_the_drain_at_once_counting_what_it_abandoned(
     engine.wait_for(ABANDONED, count=workers)  # every worker says what it abandoned: 2 in all
     assert sum(int(m.group(1)) for m in map(ABANDONED.search, engine.lines) if m) == 2, engine.log
     assert "stopped" in engine.log
+
+
+def _rejections(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("rejected" in r.getMessage() for r in caplog.records if r.name == "engine.repository")
+
+
+def test_polling_logs_a_broken_file_once_and_lets_a_file_settle_before_reading_it(
+    tmp_path: Path, example_graphs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "graphs"
+    shutil.copytree(example_graphs / "quickstart", root / "quickstart")
+    graph = root / "quickstart" / "graph.yaml"
+    good = graph.read_text()
+    with caplog.at_level(logging.WARNING), ServerThread(root, reload_interval_s=0.05) as server:
+        graph.write_text(good.replace("version: 1", "version: 2").replace("clip(", "clop("))  # broken
+        time.sleep(2.0)  # 40 polls
+        assert _rejections(caplog) == 1, [r.getMessage() for r in caplog.records]
+        client = triton.InferenceServerClient(server.url)
+        assert client.get_model_metadata("quickstart").versions == ["1"]  # the old one serves on
+        index = {m["name"]: m for m in client.get_model_repository_index(as_json=True)["models"]}
+        assert "clop" in index["quickstart"]["reason"]  # and the reason stays in the index
+        caplog.clear()
+        fixed = good.replace("version: 1", "version: 3")
+        half = len(fixed) // 2
+        with graph.open("w") as writing:  # a slow writer: half now, the rest 0.2 s later
+            writing.write(fixed[:half])
+            writing.flush()
+            time.sleep(0.2)
+            writing.write(fixed[half:])
+        deadline = time.monotonic() + 10
+        while client.get_model_metadata("quickstart").versions != ["3"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get_model_metadata("quickstart").versions == ["3"]
+        assert _rejections(caplog) == 0, [r.getMessage() for r in caplog.records]  # never read half
+        client.close()

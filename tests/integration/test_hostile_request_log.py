@@ -3,8 +3,10 @@ directory, the directory is unwritable. Records land where they can be read, or 
 
 from __future__ import annotations
 
+import http.server
 import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +49,7 @@ def _call(server: ServerThread, request_id: str) -> None:
 
 def _written(server: ServerThread, count: int) -> None:
     assert server.server is not None and server.server.request_log is not None
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # generous: the machine may be shared
     while server.server.request_log.counters().get("written", 0) < count:
         assert time.monotonic() < deadline, server.server.request_log.counters()
         time.sleep(0.01)
@@ -157,3 +159,48 @@ def test_shed_calls_are_recorded_and_records_are_capped(tmp_path: Path, example_
     assert big["id"] == "x" * 256
     assert big["inputs"]["k"]["truncated"] and big["inputs"]["k"]["element_bytes"] == 5_000_000
     assert max(len(line) for line in lines) < 20_000  # not a 5 MB line
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """A CloudEvents receiver that answers its first POST 429 with Retry-After: 1, then 200."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive
+    arrivals: list[tuple[float, int, str]] = []  # (time, client port, ce-id)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        _Receiver.arrivals.append((time.monotonic(), self.client_address[1], self.headers["ce-id"]))
+        first = len(_Receiver.arrivals) == 1
+        self.send_response(429 if first else 200)
+        if first:
+            self.send_header("retry-after", "1")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_cloudevents_honours_retry_after_over_one_pooled_connection(graphs: Path) -> None:
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    _Receiver.arrivals = []
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/"
+    config = {
+        "sink": "cloudevents",
+        "url": url,
+        "flush_interval_s": 0.01,
+        "backoff_s": 0.05,
+        "timeout_s": 10.0,
+    }
+    try:
+        with ServerThread(graphs, request_log=config) as server:
+            for request_id in ("c1", "c2", "c3", "c4"):
+                _call(server, request_id)
+            _written(server, 4)
+    finally:
+        receiver.shutdown()
+    first, retried = _Receiver.arrivals[0], _Receiver.arrivals[1]
+    assert first[2] == retried[2] == "c1"
+    assert retried[0] - first[0] >= 0.95  # waited the second it was asked for, not the 50 ms backoff
+    assert len({port for _, port, _ in _Receiver.arrivals}) == 1  # one kept-alive connection
