@@ -53,6 +53,8 @@ from engine.serving import ControlPlane, InferenceCore, LocalControl, ServerAdmi
 from engine.serving.admission import Admission, LoopLagMonitor
 from engine.serving.auth import TokenGuard
 from engine.serving.operations import ServerOperations
+from engine.serving.rollout import Rollouts
+from engine.serving.rollout_driver import RolloutDriver
 from engine.serving.tracing import RequestTracing
 from engine.shadow.dispatch import ShadowDispatcher
 from engine.shadow.report import ShadowReport
@@ -121,7 +123,15 @@ class EngineServer:
             ),
             max_batch_size=settings.max_batch_size,
         )
-        self.operations = ServerOperations(self.repository, self.dispatcher.comparisons)
+        # rollouts: every worker routes; one (the only process, or worker 0) judges and keeps the state file
+        self._judges_rollouts = getattr(control, "index", 0) == 0
+        self.rollouts = Rollouts(
+            self.repository,
+            self.dispatcher,
+            Path(settings.rollout_state_dir) if settings.rollout_state_dir else settings.graphs / ".rollouts",
+            persist=self._judges_rollouts,
+        )
+        self.operations = ServerOperations(self.repository, self.dispatcher.comparisons, self.rollouts)
         self.control = control or LocalControl(self.operations.run)
         self.health = health.aio.HealthServicer()
         self.tracer_provider = setup_tracing(
@@ -153,8 +163,9 @@ class EngineServer:
             dispatcher=self.dispatcher,
             recorder=self.recorder,
             tracing=self.tracing,
+            rollouts=self.rollouts,
         )
-        self.admin = ServerAdmin(self.repository, self.state, self.control)
+        self.admin = ServerAdmin(self.repository, self.state, self.control, self.rollouts)
         self.metrics = MetricsServer(self.snapshot) if settings.metrics_port >= 0 else None
         self.metrics_port = 0
         self.port = 0
@@ -183,6 +194,7 @@ class EngineServer:
         self._reloading: asyncio.Future[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._counter: asyncio.Task[None] | None = None  # drift counting, off the response path
+        self._rollout_driver: asyncio.Task[None] | None = None  # judges running rollouts
         self._lag_monitor: LoopLagMonitor | None = None
         self._health_updates: set[asyncio.Future[None]] = set()
 
@@ -281,6 +293,8 @@ class EngineServer:
             self._watcher = asyncio.create_task(self._watch(self.settings.reload_interval_s))
         if self.settings.monitoring:
             self._counter = asyncio.create_task(count_drift(self.repository))
+        if self._judges_rollouts:
+            self._rollout_driver = asyncio.create_task(RolloutDriver(self.rollouts, self.control).run())
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving %d graph(s) on %s:%d",
@@ -327,6 +341,8 @@ class EngineServer:
             self._watcher.cancel()
         if self._counter is not None:
             self._counter.cancel()
+        if self._rollout_driver is not None:
+            self._rollout_driver.cancel()
         grace = self.settings.grace_s if grace is None else grace
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_delay_s > 0:  # load balancers see NOT_SERVING; calls still served

@@ -1,0 +1,584 @@
+"""Progressive rollouts: a candidate version replaces the serving one step by step (docs/rollouts.md).
+
+A version whose ``graph.yaml`` carries ``rollout:`` is loaded beside the serving version but
+is not ``latest`` (``GraphRepository._latest``); its ``Rollout`` here decides, per request
+without an explicit version, which arm serves it (``Rollouts.route``, called by the core):
+
+    shadow step   every request is served by the serving version and mirrored to the candidate
+                  through the ShadowDispatcher (compared under the plan's ``compare:`` rules)
+    canary step   ``weight`` of the requests (by a hash of the request id, else a counter) are
+                  served by the candidate
+
+Each arm counts its requests, server-side errors and latency over the step (``ArmCounts``;
+they merge exactly over workers). ``decide`` judges a step from those numbers against the
+plan's gates; the control operations (``engine.serving.operations``: ``rollout``) carry the
+numbers out of every worker and each transition into every worker, and ``RolloutDriver``
+(``engine.serving.rollout_driver``) runs the loop in one place. This module knows no
+protobuf, gRPC or HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import FailedPrecondition, GraphNotFound, Status
+from engine.graph.values.spec import RolloutSpec, RolloutStep
+from engine.repository import GraphRepository, ServedGraph
+from engine.shadow.compare import ShadowComparison, ShadowConfig
+from engine.shadow.dispatch import GraphCandidate, ShadowBinding, ShadowDispatcher
+from engine.shadow.histogram import LogHistogram
+from engine.shadow.report import ShadowSummary
+from engine.shadow.rules import parse_rules
+
+log = logging.getLogger("engine.rollout")
+
+RUNNING, PAUSED, PROMOTED, ROLLED_BACK = "running", "paused", "promoted", "rolled_back"
+STATES = (RUNNING, PAUSED, PROMOTED, ROLLED_BACK)
+SHADOW_TIMEOUT_S = 10.0
+STATE_FILE = "rollouts.json"
+
+
+class ArmCounts:
+    """One arm's requests, failed requests (any status but OK) and latency (µs) over the current step."""
+
+    __slots__ = ("errors", "latency_us", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.latency_us = LogHistogram(low=1.0, high=1e10)
+
+    def record(self, status: Status, took_ns: int) -> None:
+        self.requests += 1
+        if status is not Status.OK:  # both arms see the same mix of requests, so any failure counts:
+            self.errors += 1  # a candidate refusing what the serving version answers is an error
+        self.latency_us.add_one(max(1, took_ns // 1000))
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def p99(self) -> float | None:
+        return self.latency_us.quantile(0.99)
+
+    def state(self) -> dict[str, Any]:
+        return {"requests": self.requests, "errors": self.errors, "latency_us": self.latency_us.state()}
+
+    def absorb(self, state: Mapping[str, Any]) -> None:
+        self.requests += int(state["requests"])
+        self.errors += int(state["errors"])
+        self.latency_us.absorb_state(state["latency_us"])
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one request goes: the version that serves it, the counts it adds to, a shadow to mirror it."""
+
+    served: ServedGraph
+    counts: ArmCounts
+    shadow: ShadowBinding | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A transition ``decide`` asks for: ``advance`` (to the next step), ``promote`` or ``rollback``."""
+
+    action: str
+    reason: str = ""
+    gate: str = ""
+    candidate: float | None = None
+    serving: float | None = None
+
+
+class Rollout:
+    """One graph's rollout on this process: the two versions, the step, the state and the counts."""
+
+    def __init__(self, spec: RolloutSpec, serving: ServedGraph, candidate: ServedGraph) -> None:
+        self.spec = spec
+        self.graph = serving.name
+        self.serving = serving
+        self.candidate = candidate
+        self.step = 0
+        self.status = RUNNING
+        self.reason = ""
+        self.gate: dict[str, Any] = {}
+        self.events: list[dict[str, Any]] = []
+        self.live = ArmCounts()
+        self.cand = ArmCounts()
+        self.comparison: ShadowComparison | None = None
+        self._threshold = 0
+        self._seq = 0
+        self._live_route = Route(serving, self.live)
+        self._cand_route = Route(candidate, self.cand)
+
+    @property
+    def current(self) -> RolloutStep:
+        return self.spec.steps[min(self.step, len(self.spec.steps) - 1)]
+
+    @property
+    def weight(self) -> float:
+        """The share of requests the candidate serves now."""
+        if self.status == PROMOTED:
+            return 1.0
+        if self.status != RUNNING or self.current.kind != "canary":
+            return 0.0
+        return self.current.weight
+
+    def begin_step(self, dispatcher: ShadowDispatcher | None) -> None:
+        """Fresh counts for the current step; a shadow step binds the candidate as a shadow."""
+        self.live, self.cand = ArmCounts(), ArmCounts()
+        step = self.current
+        self._threshold = int(step.weight * 2**32) if step.kind == "canary" else 0
+        shadow = None
+        self.comparison = None
+        if step.kind == "shadow" and dispatcher is not None:
+            config = ShadowConfig(
+                graph=self.graph,
+                shadow=f"rollout v{self.candidate.version} step {self.step + 1}",
+                rules=parse_rules(self.spec.compare) if self.spec.compare else {},
+                timeout_s=SHADOW_TIMEOUT_S,
+            )
+            c = self.candidate
+            shadow = dispatcher.bind(
+                config, GraphCandidate(c.name, c.runner.run, c.input_names, c.output_names)
+            )
+            self.comparison = shadow.comparison
+        self._live_route = Route(self.serving, self.live, shadow)
+        self._cand_route = Route(self.candidate, self.cand)
+
+    def route(self, request_id: str) -> Route:
+        """The arm of one request (no explicit version): the same request id always the same arm."""
+        if self._threshold:
+            if request_id:
+                point = zlib.crc32(request_id.encode())
+            else:
+                self._seq += 1
+                point = (self._seq * 0x9E3779B9) & 0xFFFFFFFF
+            if point < self._threshold:
+                return self._cand_route
+        return self._live_route
+
+    def counts(self) -> dict[str, Any]:
+        """This process's numbers of the current step (the ``rollout`` operation's ``counts``)."""
+        return {
+            "candidate": self.candidate.version,
+            "step": self.step,
+            "live": self.live.state(),
+            "cand": self.cand.state(),
+            "shadow": self.comparison.state() if self.comparison is not None else None,
+        }
+
+    def saved(self) -> dict[str, Any]:
+        """What survives a restart."""
+        return {
+            "serving": self.serving.version,
+            "candidate": self.candidate.version,
+            "step": self.step,
+            "status": self.status,
+            "reason": self.reason,
+            "gate": self.gate,
+            "events": self.events[-50:],
+        }
+
+
+@dataclass(slots=True)
+class Merged:
+    """One rollout's numbers summed over the workers."""
+
+    candidate: str
+    step: int
+    live: ArmCounts
+    cand: ArmCounts
+    shadow: ShadowSummary | None
+
+
+def merge_counts(parts: list[Mapping[str, Any]]) -> dict[str, Merged]:
+    """Every worker's ``counts`` answer -> graph -> the numbers of all of them (same candidate and step)."""
+    merged: dict[str, Merged] = {}
+    comparisons: dict[str, ShadowComparison] = {}
+    for part in parts:
+        for graph, data in part.items():
+            m = merged.get(graph)
+            if m is None:
+                m = merged[graph] = Merged(
+                    str(data["candidate"]), int(data["step"]), ArmCounts(), ArmCounts(), None
+                )
+            elif (m.candidate, m.step) != (str(data["candidate"]), int(data["step"])):
+                continue  # a worker still on another step: its numbers are not this window's
+            m.live.absorb(data["live"])
+            m.cand.absorb(data["cand"])
+            if data.get("shadow") is not None:
+                state = data["shadow"]
+                comparison = comparisons.get(graph)
+                if comparison is None:
+                    config = ShadowConfig(graph=str(state["graph"]), shadow=str(state["shadow"]))
+                    comparison = comparisons[graph] = ShadowComparison(config)
+                comparison.absorb(state)
+    for graph, comparison in comparisons.items():
+        merged[graph].shadow = comparison.snapshot()
+    return merged
+
+
+def decide(spec: RolloutSpec, step: int, numbers: Merged) -> Decision | None:
+    """What the gates say about the current step, from the numbers of every worker; None: keep going.
+
+    No gate judges before the candidate has ``min_requests`` requests in the step (shadow step:
+    settled shadow runs). Latency is judged on served traffic only (canary steps): shadow runs
+    are shed first and run at idle priority, so their timings do not compare."""
+    current = spec.steps[step]
+    gates = spec.gates
+    live = numbers.live
+    if current.kind == "shadow":
+        summary = numbers.shadow
+        counters = summary.counters if summary is not None else None
+        errors = (counters.errors + counters.timeouts) if counters is not None else 0
+        n = (counters.run + errors) if counters is not None else 0
+        done = n >= current.requests
+    else:
+        summary = None
+        n, errors = numbers.cand.requests, numbers.cand.errors
+        done = live.requests + numbers.cand.requests >= current.requests
+    if n < gates.min_requests:
+        return None
+    if gates.max_error_rate_increase is not None:
+        rate, base = errors / n, live.error_rate
+        if rate - base > gates.max_error_rate_increase + 1e-12:
+            return Decision(
+                "rollback",
+                f"max_error_rate_increase: candidate error rate {rate:.4f} - serving {base:.4f} = "
+                f"{rate - base:.4f} > {gates.max_error_rate_increase:g}",
+                "max_error_rate_increase",
+                rate,
+                base,
+            )
+    if gates.max_p99_ratio is not None and current.kind == "canary":
+        mine, theirs = numbers.cand.p99(), live.p99()
+        if mine is not None and theirs is not None and theirs > 0 and mine / theirs > gates.max_p99_ratio:
+            return Decision(
+                "rollback",
+                f"max_p99_ratio: candidate p99 {mine / 1000:.2f} ms / serving p99 {theirs / 1000:.2f} ms = "
+                f"{mine / theirs:.2f} > {gates.max_p99_ratio:g}",
+                "max_p99_ratio",
+                mine,
+                theirs,
+            )
+    if current.kind == "shadow" and summary is not None:
+        for output, share in gates.min_agreement.items():
+            report = summary.outputs.get(output)
+            agreement = report.agreement if report is not None else None
+            if agreement is not None and agreement < share:
+                return Decision(
+                    "rollback",
+                    f"min_agreement: output {output} agrees on {agreement:.4f} of rows "
+                    f"({report.agree if report else 0}/{report.rows if report else 0}) < {share:g}",
+                    f"min_agreement.{output}",
+                    agreement,
+                    share,
+                )
+    if not done:
+        return None
+    following = spec.steps[step + 1] if step + 1 < len(spec.steps) else None
+    if following is None or following.kind == "promote":
+        return Decision("promote", "every step passed its gates")
+    return Decision("advance", f"step {step + 1} ({current.kind}) passed its gates")
+
+
+class Rollouts:
+    """Every graph's rollout on this process; the core asks ``route`` for each request.
+
+    ``active`` holds the running rollouts only: with none, the core's check is one dict test."""
+
+    def __init__(
+        self,
+        repository: GraphRepository,
+        dispatcher: ShadowDispatcher | None,
+        state_dir: Path | None,
+        *,
+        persist: bool = True,
+    ) -> None:
+        self.repository = repository
+        self.dispatcher = dispatcher
+        self.state_file = state_dir / STATE_FILE if state_dir is not None else None
+        self.persist = persist  # this process writes the state file (one worker of a fleet)
+        self.rollouts: dict[str, Rollout] = {}
+        self.active: dict[str, Rollout] = {}
+        self._saved = self._read()
+        for graph, saved in self._saved.items():
+            if saved.get("status") == PROMOTED:
+                repository.promoted.add((graph, str(saved["candidate"])))
+        repository.listeners.append(self.on_swap)
+
+    # -- the request path -------------------------------------------------------------------
+    def route(self, served: ServedGraph, request_id: str) -> Route | None:
+        rollout = self.active.get(served.name)
+        if rollout is None or rollout.serving is not served:
+            return None
+        return rollout.route(request_id)
+
+    # -- following the repository -----------------------------------------------------------
+    def on_swap(self, name: str, ready: bool) -> None:
+        """A graph's entry changed: start, keep or drop its rollout."""
+        try:
+            entry = self.repository.entry(name)
+        except GraphNotFound:
+            entry = None
+        current = self.rollouts.get(name)
+        if entry is None or entry.unloaded or not entry.candidate:
+            self.active.pop(name, None)
+            if current is not None and current.status in (RUNNING, PAUSED):
+                del self.rollouts[name]  # the candidate is gone: nothing to roll out
+            return
+        serving, candidate = entry.versions[entry.latest], entry.versions[entry.candidate]
+        if current is not None and current.candidate is candidate and current.serving is serving:
+            return
+        spec = candidate.graph.spec.rollout
+        assert spec is not None  # a candidate is a version with a rollout plan
+        rollout = Rollout(spec, serving, candidate)
+        saved = self._saved.get(name)
+        if saved is not None and str(saved.get("candidate")) == candidate.version:
+            rollout.step = min(int(saved.get("step", 0)), len(spec.steps) - 1)
+            rollout.status = str(saved.get("status", RUNNING))
+            rollout.reason = str(saved.get("reason", ""))
+            rollout.gate = dict(saved.get("gate") or {})
+            rollout.events = list(saved.get("events") or [])
+            self._event(rollout, "resumed", f"after a restart, at step {rollout.step + 1}")
+        else:
+            self._event(rollout, "started", f"serving v{serving.version}, candidate v{candidate.version}")
+        rollout.begin_step(self.dispatcher)
+        self.rollouts[name] = rollout
+        self._activate(rollout)
+        self._write()
+
+    def _activate(self, rollout: Rollout) -> None:
+        if rollout.status == RUNNING:
+            self.active[rollout.graph] = rollout
+        else:
+            self.active.pop(rollout.graph, None)
+
+    # -- control operations -----------------------------------------------------------------
+    def counts(self) -> dict[str, Any]:
+        """Every rollout's numbers of its current step (kept as they were once it stopped)."""
+        return {graph: r.counts() for graph, r in self.rollouts.items()}
+
+    def apply(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """A transition, the same on every worker: ``{graph, candidate, step, status, event, reason,
+        gate}``."""
+        graph = str(args["graph"])
+        rollout = self.rollouts.get(graph)
+        if rollout is None or rollout.candidate.version != str(args["candidate"]):
+            return {}
+        step, status = int(args["step"]), str(args["status"])
+        moved = step != rollout.step  # a new step starts with fresh numbers; a stop keeps the step's
+        rollout.step, rollout.status = step, status
+        if "reason" in args:
+            rollout.reason = str(args["reason"])
+            rollout.gate = dict(args.get("gate") or {})
+        self._event(rollout, str(args["event"]), str(args.get("reason", "")))
+        if moved:
+            rollout.begin_step(self.dispatcher)
+        self._activate(rollout)
+        if status == PROMOTED:
+            self.repository.promote(graph, rollout.candidate.version)
+        self._write()
+        return self.view(graph)
+
+    def view(self, graph: str) -> dict[str, Any]:
+        """What ``engine rollout status`` shows of this process's rollout (counts: this process only)."""
+        rollout = self.rollouts.get(graph)
+        if rollout is None:
+            return {}
+        spec = rollout.spec
+        return {
+            "graph": graph,
+            "serving": rollout.serving.version,
+            "candidate": rollout.candidate.version,
+            "status": rollout.status,
+            "step": rollout.step + 1,
+            "steps": [_step_text(s) for s in spec.steps],
+            "weight": rollout.weight,
+            "reason": rollout.reason,
+            "gate": rollout.gate,
+            "events": rollout.events,
+        }
+
+    def require(self, graph: str) -> Rollout:
+        rollout = self.rollouts.get(graph)
+        if rollout is None:
+            raise FailedPrecondition(f"graph '{graph}' has no rollout")
+        return rollout
+
+    # -- events and persistence -------------------------------------------------------------
+    def _event(self, rollout: Rollout, event: str, detail: str) -> None:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "event": event,
+            "step": rollout.step + 1,
+            "status": rollout.status,
+            "detail": detail,
+        }
+        rollout.events.append(entry)
+        if self.persist:  # one line per transition for the whole server
+            log.info(
+                "rollout %s v%s -> v%s: %s (step %d, %s)%s",
+                rollout.graph,
+                rollout.serving.version,
+                rollout.candidate.version,
+                event,
+                rollout.step + 1,
+                rollout.status,
+                f": {detail}" if detail else "",
+            )
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        if self.state_file is None or not self.state_file.is_file():
+            return {}
+        try:
+            data = json.loads(self.state_file.read_text())
+        except (OSError, ValueError) as exc:
+            log.warning("rollout state %s unreadable, starting afresh: %s", self.state_file, exc)
+            return {}
+        return {str(k): dict(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def _write(self) -> None:
+        """Keep every rollout's state (small, written on transitions only); a failure is logged."""
+        if self.state_file is None or not self.persist:
+            return
+        self._saved.update({graph: r.saved() for graph, r in self.rollouts.items()})
+        try:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            part = self.state_file.with_suffix(".tmp")
+            part.write_text(json.dumps(self._saved, indent=2, sort_keys=True))
+            os.replace(part, self.state_file)
+        except OSError as exc:
+            log.warning("rollout state not saved to %s: %s", self.state_file, exc)
+
+
+def _step_text(step: RolloutStep) -> str:
+    if step.kind == "promote":
+        return "promote"
+    if step.kind == "shadow":
+        return f"shadow {step.requests} requests"
+    return f"canary {step.weight:.0%} {step.requests} requests"
+
+
+def transition(rollout: Rollout, decision: Decision) -> dict[str, Any]:
+    """The ``apply`` arguments that carry ``decision`` to every worker."""
+    args: dict[str, Any] = {"graph": rollout.graph, "candidate": rollout.candidate.version}
+    if decision.action == "advance":
+        return {**args, "step": rollout.step + 1, "status": RUNNING, "event": "advanced", "reason": ""}
+    gate = {"gate": decision.gate, "candidate": decision.candidate, "serving": decision.serving}
+    status = PROMOTED if decision.action == "promote" else ROLLED_BACK
+    event = "promoted" if decision.action == "promote" else "rolled_back"
+    return {
+        **args,
+        "step": rollout.step,
+        "status": status,
+        "event": event,
+        "reason": decision.reason,
+        "gate": gate,
+    }
+
+
+OPERATOR_ACTIONS = {  # action -> (the states it applies to, the state it leads to, event)
+    "pause": ((RUNNING,), PAUSED, "paused"),
+    "resume": ((PAUSED,), RUNNING, "resumed"),
+    "promote": ((RUNNING, PAUSED), PROMOTED, "promoted"),
+    "abort": ((RUNNING, PAUSED), ROLLED_BACK, "rolled_back"),
+}
+
+
+def operator_transition(rollout: Rollout, action: str) -> dict[str, Any]:
+    """The ``apply`` arguments of an operator's ``engine rollout ACTION``; FailedPrecondition when
+    the rollout's state does not allow it."""
+    allowed, status, event = OPERATOR_ACTIONS[action]
+    if rollout.status not in allowed:
+        raise FailedPrecondition(
+            f"rollout of graph '{rollout.graph}' is {rollout.status}; "
+            f"'{action}' needs it {' or '.join(allowed)}"
+        )
+    args: dict[str, Any] = {
+        "graph": rollout.graph,
+        "candidate": rollout.candidate.version,
+        "step": rollout.step,
+        "status": status,
+        "event": event,
+    }
+    if action in ("promote", "abort"):
+        args["reason"] = f"{action} by an operator"
+        args["gate"] = {}
+    return args
+
+
+def status_numbers(numbers: Merged | None) -> dict[str, Any]:
+    """The current step's numbers (summed over workers) as plain data."""
+    if numbers is None:
+        return {}
+
+    def arm(counts: ArmCounts) -> dict[str, Any]:
+        p99 = counts.p99()
+        return {
+            "requests": counts.requests,
+            "errors": counts.errors,
+            "error_rate": round(counts.error_rate, 6),
+            "p99_ms": None if p99 is None else round(p99 / 1000, 3),
+        }
+
+    found: dict[str, Any] = {"serving": arm(numbers.live), "candidate": arm(numbers.cand)}
+    if numbers.shadow is not None:
+        c = numbers.shadow.counters
+        found["shadow"] = {
+            "run": c.run,
+            "errors": c.errors + c.timeouts,
+            "shed": c.shed,
+            "agreement": {n: o.agreement for n, o in numbers.shadow.outputs.items()},
+        }
+    return found
+
+
+def render_status(view: Mapping[str, Any]) -> str:
+    """``engine rollout status``: the plan, where it is, why, and the step's numbers."""
+    if not view:
+        return "no rollout"
+    steps = view["steps"]
+    lines = [
+        f"graph {view['graph']}: serving v{view['serving']}, candidate v{view['candidate']}: "
+        f"{view['status']}",
+        "steps: "
+        + "  ".join(
+            f"[{s}]" if i + 1 == view["step"] and view["status"] in (RUNNING, PAUSED) else s
+            for i, s in enumerate(steps)
+        ),
+        f"step {view['step']} of {len(steps)}, candidate weight {view['weight']:.0%}",
+    ]
+    if view.get("reason"):
+        lines.append(f"reason: {view['reason']}")
+    numbers = view.get("numbers") or {}
+    for side in ("serving", "candidate"):
+        if side in numbers:
+            n = numbers[side]
+            p99 = "-" if n["p99_ms"] is None else f"{n['p99_ms']:.2f} ms"
+            lines.append(
+                f"  {side:<9} requests {n['requests']:>6}  errors {n['errors']:>5} "
+                f"({n['error_rate']:.2%})  p99 {p99}"
+            )
+    if "shadow" in numbers:
+        s = numbers["shadow"]
+        agreement = "  ".join(
+            f"{k} {'-' if v is None else f'{v:.2%}'}" for k, v in sorted(s["agreement"].items())
+        )
+        lines.append(
+            f"  shadow    run {s['run']:>6}  errors {s['errors']:>5}  shed {s['shed']}  agreement {agreement}"
+        )
+    lines.append("events:")
+    for event in view.get("events", [])[-10:]:
+        detail = f": {event['detail']}" if event.get("detail") else ""
+        lines.append(f"  {event['time']}  step {event['step']}  {event['event']}{detail}")
+    return "\n".join(lines)
