@@ -39,9 +39,10 @@ def read_rollout(reader: Reader, raw: Any, outputs: list[str]) -> RolloutSpec | 
     reader.check_keys(body, path, ROLLOUT_KEYS, "'rollout'")
     problems = len(reader.report.items)
     steps = _steps(reader, body, path)
+    steps_read = len(reader.report.items) == problems
     gates = _gates(reader, body.get("gates"), (*path, "gates"), outputs)
     compare, _ = compare_rules(reader, body, path, outputs, "rollout")
-    if gates.min_agreement and not any(s.kind == "shadow" for s in steps):
+    if steps_read and gates.min_agreement and not any(s.kind == "shadow" for s in steps):
         reader.error(
             reader.at.key((*path, "gates", "min_agreement")),
             "'min_agreement' is measured in a shadow step; add '- shadow: {requests: N}' to 'steps'",
