@@ -35,7 +35,7 @@ from engine.interfaces import RuntimeFactory
 from engine.monitoring.drift import COUNT_INTERVAL_S, DriftRow, drift_rows, merge_drift
 from engine.monitoring.quality import merge_quality
 from engine.observability.log_config import recorder_options, request_log_from_config
-from engine.observability.metrics import EngineSnapshot, MetricsServer
+from engine.observability.metrics import EngineSnapshot, MetricsServer, RolloutRow
 from engine.observability.recorder import Recorder
 from engine.observability.request_record import hash_key_from_env
 from engine.observability.tracing import NodeSpans, TracingSettings, setup_tracing
@@ -474,7 +474,28 @@ class EngineServer:
             shadow_pool={"in_flight": self.shadows.in_flight, "queued": self.shadows.queued},
             drift=self._drift_rows(),
             quality=merge_quality([w.state() for w in self.repository.quality_windows()]),
+            rollouts=self._rollout_rows(),
         )
+
+    def _rollout_rows(self) -> list[RolloutRow]:
+        """This process's rollouts for a scrape (metrics thread; reads only)."""
+        rows = []
+        for rollout in list(self.rollouts.rollouts.values()):
+            arms = {"serving": rollout.live, "candidate": rollout.cand}
+            p99 = {side: counts.p99() for side, counts in arms.items()}
+            rows.append(
+                RolloutRow(
+                    graph=rollout.graph,
+                    candidate=rollout.candidate.version,
+                    state=rollout.status,
+                    step=rollout.step + 1,
+                    weight=rollout.weight,
+                    requests={side: counts.requests for side, counts in arms.items()},
+                    errors={side: counts.errors for side, counts in arms.items()},
+                    p99_s={side: None if v is None else v / 1e6 for side, v in p99.items()},
+                )
+            )
+        return rows
 
     def _drift_rows(self) -> list[DriftRow]:
         """This process's drift numbers for a scrape (metrics thread; counting may race it: a

@@ -6,6 +6,7 @@ outcome is read with ``engine rollout status`` (the Rollout RPC), as an operator
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -151,6 +152,9 @@ def _rolled_back(tmp_path: Path, candidate: Callable[[Path], None], plan: str) -
         client = triton.InferenceServerClient(server.url)
         assert {_infer(client, i) for i in range(1, 40, 4)} == {"1"}  # rolled back: v1 serves every request
         client.close()
+        assert server.server is not None
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics") as reply:
+            status["metrics"] = reply.read().decode()
     return status
 
 
@@ -169,6 +173,11 @@ rollout:
     assert status["gate"]["candidate"] > 0.01 and status["gate"]["serving"] == 0.0
     assert status["reason"].startswith("max_error_rate_increase: candidate error rate")
     assert status["numbers"]["candidate"]["requests"] < 400
+    metrics = status["metrics"]
+    assert 'engine_rollout_state{candidate="2",graph="g",state="rolled_back"} 1.0' in metrics
+    assert 'engine_rollout_step{candidate="2",graph="g"} 1.0' in metrics
+    assert 'engine_rollout_weight{candidate="2",graph="g"} 0.0' in metrics
+    assert 'engine_rollout_gate_value{candidate="2",gate="error_rate_increase",graph="g"}' in metrics
 
 
 def test_a_slow_candidate_is_rolled_back_by_the_p99_gate(tmp_path: Path) -> None:
