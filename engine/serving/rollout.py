@@ -44,6 +44,8 @@ RUNNING, PAUSED, PROMOTED, ROLLED_BACK = "running", "paused", "promoted", "rolle
 STATES = (RUNNING, PAUSED, PROMOTED, ROLLED_BACK)
 SHADOW_TIMEOUT_S = 10.0
 STATE_FILE = "rollouts.json"
+P99_MIN_REQUESTS = 100
+"""Requests each arm needs in a step before their p99s are compared (the p99 of 100 is the second slowest)."""
 
 
 class ArmCounts:
@@ -232,7 +234,9 @@ def decide(spec: RolloutSpec, step: int, numbers: Merged) -> Decision | None:
 
     No gate judges before the candidate has ``min_requests`` requests in the step (shadow step:
     settled shadow runs). Latency is judged on served traffic only (canary steps): shadow runs
-    are shed first and run at idle priority, so their timings do not compare."""
+    are shed first and run at idle priority, so their timings do not compare. The p99 gate judges
+    once each arm has ``P99_MIN_REQUESTS`` requests in the step (fewer, and a p99 is the single
+    slowest request); a canary step is not passed before it has."""
     current = spec.steps[step]
     gates = spec.gates
     live = numbers.live
@@ -259,9 +263,11 @@ def decide(spec: RolloutSpec, step: int, numbers: Merged) -> Decision | None:
                 rate,
                 base,
             )
-    if gates.max_p99_ratio is not None and current.kind == "canary":
+    if gates.max_p99_ratio is not None and current.kind == "canary" and current.weight < 1.0:
         mine, theirs = numbers.cand.p99(), live.p99()
-        if mine is not None and theirs is not None and theirs > 0 and mine / theirs > gates.max_p99_ratio:
+        if min(numbers.cand.requests, live.requests) < P99_MIN_REQUESTS:
+            done = False  # a step passes only once its latency could be judged
+        elif mine is not None and theirs is not None and theirs > 0 and mine / theirs > gates.max_p99_ratio:
             return Decision(
                 "rollback",
                 f"max_p99_ratio: candidate p99 {mine / 1000:.2f} ms / serving p99 {theirs / 1000:.2f} ms = "

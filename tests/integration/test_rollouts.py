@@ -47,7 +47,7 @@ rollout:
   compare: {y: {abs_tol: 0.001}}
 """
 
-MAX_REQUESTS = 3000
+MAX_REQUESTS = 8000
 """A rollout that has not settled after this many requests failed the test."""
 
 
