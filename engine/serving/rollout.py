@@ -96,8 +96,9 @@ class Decision:
     action: str
     reason: str = ""
     gate: str = ""
-    candidate: float | None = None
-    serving: float | None = None
+    candidate: float | None = None  # the candidate's number the gate judged
+    serving: float | None = None  # the serving version's, over the same window (None: not compared)
+    limit: float | None = None  # the gate's bound
 
 
 class Rollout:
@@ -262,6 +263,7 @@ def decide(spec: RolloutSpec, step: int, numbers: Merged) -> Decision | None:
                 "max_error_rate_increase",
                 rate,
                 base,
+                gates.max_error_rate_increase,
             )
     if gates.max_p99_ratio is not None and current.kind == "canary" and current.weight < 1.0:
         mine, theirs = numbers.cand.p99(), live.p99()
@@ -273,8 +275,9 @@ def decide(spec: RolloutSpec, step: int, numbers: Merged) -> Decision | None:
                 f"max_p99_ratio: candidate p99 {mine / 1000:.2f} ms / serving p99 {theirs / 1000:.2f} ms = "
                 f"{mine / theirs:.2f} > {gates.max_p99_ratio:g}",
                 "max_p99_ratio",
-                mine,
-                theirs,
+                mine / 1000,
+                theirs / 1000,
+                gates.max_p99_ratio,
             )
     if current.kind == "shadow" and summary is not None:
         for output, share in gates.min_agreement.items():
@@ -287,6 +290,7 @@ def decide(spec: RolloutSpec, step: int, numbers: Merged) -> Decision | None:
                     f"({report.agree if report else 0}/{report.rows if report else 0}) < {share:g}",
                     f"min_agreement.{output}",
                     agreement,
+                    None,
                     share,
                 )
     if not done:
@@ -480,7 +484,12 @@ def transition(rollout: Rollout, decision: Decision) -> dict[str, Any]:
     args: dict[str, Any] = {"graph": rollout.graph, "candidate": rollout.candidate.version}
     if decision.action == "advance":
         return {**args, "step": rollout.step + 1, "status": RUNNING, "event": "advanced", "reason": ""}
-    gate = {"gate": decision.gate, "candidate": decision.candidate, "serving": decision.serving}
+    gate = {
+        "gate": decision.gate,
+        "candidate": decision.candidate,
+        "serving": decision.serving,
+        "limit": decision.limit,
+    }
     status = PROMOTED if decision.action == "promote" else ROLLED_BACK
     event = "promoted" if decision.action == "promote" else "rolled_back"
     return {

@@ -171,6 +171,7 @@ rollout:
     assert status["step"] == 1
     assert status["gate"]["gate"] == "max_error_rate_increase"
     assert status["gate"]["candidate"] > 0.01 and status["gate"]["serving"] == 0.0
+    assert status["gate"]["limit"] == 0.01
     assert status["reason"].startswith("max_error_rate_increase: candidate error rate")
     assert status["numbers"]["candidate"]["requests"] < 400
     metrics = status["metrics"]
@@ -197,7 +198,7 @@ def test_a_disagreeing_candidate_is_rolled_back_in_the_shadow_step(tmp_path: Pat
     plan = GOOD_PLAN
     status = _rolled_back(tmp_path, lambda p: _row_sum(p, offset=0.5), plan)
     assert (status["status"], status["step"], status["gate"]["gate"]) == ("rolled_back", 1, "min_agreement.y")
-    assert status["gate"]["candidate"] < 0.95
+    assert status["gate"]["candidate"] < 0.95 and status["gate"]["limit"] == 0.95
     assert "shadow" in status["numbers"]  # the step's shadow numbers are shown
 
 
