@@ -320,10 +320,7 @@ class Rollouts:
         self.persist = persist  # this process writes the state file (one worker of a fleet)
         self.rollouts: dict[str, Rollout] = {}
         self.active: dict[str, Rollout] = {}
-        self._saved = self._read()
-        for graph, saved in self._saved.items():
-            if saved.get("status") == PROMOTED:
-                repository.promoted.add((graph, str(saved["candidate"])))
+        self._saved = self._read()  # graph -> its last rollout; promoted versions go to the repository
         repository.listeners.append(self.on_swap)
 
     # -- the request path -------------------------------------------------------------------
@@ -448,14 +445,19 @@ class Rollouts:
             )
 
     def _read(self) -> dict[str, dict[str, Any]]:
+        """The state file: ``{"rollouts": {graph: Rollout.saved()}, "promoted": [[graph, version], ...]}``
+        (every version ever promoted: each may be latest, whatever rollouts came after it)."""
         if self.state_file is None or not self.state_file.is_file():
             return {}
         try:
             data = json.loads(self.state_file.read_text())
-        except (OSError, ValueError) as exc:
+            rollouts = {str(k): dict(v) for k, v in data.get("rollouts", {}).items()}
+            promoted = {(str(g), str(v)) for g, v in data.get("promoted", [])}
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             log.warning("rollout state %s unreadable, starting afresh: %s", self.state_file, exc)
             return {}
-        return {str(k): dict(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        self.repository.promoted |= promoted
+        return rollouts
 
     def _write(self) -> None:
         """Keep every rollout's state (small, written on transitions only); a failure is logged."""
@@ -465,7 +467,8 @@ class Rollouts:
         try:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             part = self.state_file.with_suffix(".tmp")
-            part.write_text(json.dumps(self._saved, indent=2, sort_keys=True))
+            data = {"rollouts": self._saved, "promoted": sorted(self.repository.promoted)}
+            part.write_text(json.dumps(data, indent=2, sort_keys=True))
             os.replace(part, self.state_file)
         except OSError as exc:
             log.warning("rollout state not saved to %s: %s", self.state_file, exc)

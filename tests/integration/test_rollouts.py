@@ -6,6 +6,7 @@ outcome is read with ``engine rollout status`` (the Rollout RPC), as an operator
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -142,7 +143,7 @@ def test_a_good_candidate_walks_every_step_and_is_promoted(
         printed = capsys.readouterr().out
         assert "serving v1, candidate v2: promoted" in printed
     saved = json.loads((tmp_path / "state" / "rollouts.json").read_text())
-    assert saved["g"]["status"] == "promoted"
+    assert saved["rollouts"]["g"]["status"] == "promoted" and saved["promoted"] == [["g", "2"]]
 
 
 def _rolled_back(tmp_path: Path, candidate: Callable[[Path], None], plan: str) -> dict:  # type: ignore[type-arg]
@@ -221,10 +222,20 @@ def test_a_restart_mid_rollout_resumes_at_its_step(tmp_path: Path) -> None:
         assert _status(server, "resume")["status"] == "running"
         status, _, errors = _drive(server, ("promoted", "rolled_back"), start=i)
         assert (status["status"], errors) == ("promoted", 0)
-    with ServerThread(graphs, rollout_state_dir=state) as server:  # promoted stays promoted
-        client = triton.InferenceServerClient(server.url)
-        assert _infer(client, 1) == "2"
-        client.close()
+    three = graphs / "g" / "3"  # a later rollout, aborted: v2 stays latest, across a restart too
+    shutil.copytree(graphs / "g" / "2", three)
+    (three / "graph.yaml").write_text((three / "graph.yaml").read_text().replace("version: 2", "version: 3"))
+    for _ in range(2):
+        with ServerThread(graphs, rollout_state_dir=state) as server:  # promoted stays promoted
+            client = triton.InferenceServerClient(server.url)
+            assert _infer(client, 1) == "2"
+            client.close()
+            status = _status(server)
+            assert (status["serving"], status["candidate"]) == ("2", "3")
+            if status["status"] == "running":
+                assert _status(server, "abort")["status"] == "rolled_back"
+            else:
+                assert status["status"] == "rolled_back"
 
 
 def test_operator_actions_and_their_preconditions(tmp_path: Path) -> None:
