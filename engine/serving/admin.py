@@ -270,7 +270,7 @@ class ServerAdmin:
             await self.control.broadcast("rollout", {"action": "apply", **args}, RELOAD_TIMEOUT_S)
         view = self.rollouts.view(graph)
         answer = await self.control.broadcast("rollout", {"action": "counts"}, READ_TIMEOUT_S)
-        view["numbers"] = status_numbers(merge_counts(answer.values()).get(graph))
+        view["numbers"] = status_numbers(merge_counts(answer.values(), self.rollouts.windows()).get(graph))
         return ShadowReportText(json.dumps(view, sort_keys=True), render_status(view))
 
     def _known(self, name: str) -> bool:

@@ -203,12 +203,19 @@ class Merged:
     shadow: ShadowSummary | None
 
 
-def merge_counts(parts: list[Mapping[str, Any]]) -> dict[str, Merged]:
-    """Every worker's ``counts`` answer -> graph -> the numbers of all of them (same candidate and step)."""
+def merge_counts(
+    parts: list[Mapping[str, Any]], windows: Mapping[str, tuple[str, int]] | None = None
+) -> dict[str, Merged]:
+    """Every worker's ``counts`` answer -> graph -> the numbers of all of them.
+
+    ``windows`` (graph -> candidate and step, as this process has them) keeps out a worker still
+    on another step (a transition reaching it); without, the first answer's step is the window."""
     merged: dict[str, Merged] = {}
     comparisons: dict[str, ShadowComparison] = {}
     for part in parts:
         for graph, data in part.items():
+            if windows is not None and windows.get(graph) != (str(data["candidate"]), int(data["step"])):
+                continue
             m = merged.get(graph)
             if m is None:
                 m = merged[graph] = Merged(
@@ -415,6 +422,10 @@ class Rollouts:
             "gate": rollout.gate,
             "events": rollout.events,
         }
+
+    def windows(self) -> dict[str, tuple[str, int]]:
+        """graph -> (candidate, step): the window each rollout's numbers are of, here."""
+        return {graph: (r.candidate.version, r.step) for graph, r in self.rollouts.items()}
 
     def require(self, graph: str) -> Rollout:
         rollout = self.rollouts.get(graph)

@@ -42,7 +42,7 @@ class RolloutDriver:
 
     async def tick(self) -> None:
         answer = await self.control.broadcast("rollout", {"action": "counts"}, TIMEOUT_S)
-        for graph, numbers in merge_counts(answer.values()).items():
+        for graph, numbers in merge_counts(answer.values(), self.rollouts.windows()).items():
             rollout = self.rollouts.rollouts.get(graph)
             if (
                 rollout is None
