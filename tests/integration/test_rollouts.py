@@ -270,3 +270,26 @@ def test_a_graph_without_rollout_has_none(tmp_path: Path) -> None:
         client = triton.InferenceServerClient(server.url)
         assert _infer(client, 1) == "1"
         client.close()
+
+
+def test_a_candidate_that_errors_in_the_shadow_step_is_rolled_back_before_serving_anyone(
+    tmp_path: Path,
+) -> None:
+    plan = """\
+rollout:
+  steps:
+    - shadow: {requests: 200}
+    - canary: {weight: 0.5, requests: 100}
+    - promote
+  gates: {max_error_rate_increase: 0.01, min_requests: 10}
+"""
+    graphs = _repository(tmp_path, _broken, plan)
+    with ServerThread(graphs, rollout_state_dir=str(tmp_path / "state")) as server:
+        status, versions, errors = _drive(server, ("promoted", "rolled_back"))
+    assert (status["status"], status["step"], status["gate"]["gate"]) == (
+        "rolled_back",
+        1,
+        "max_error_rate_increase",
+    )
+    assert errors == 0 and set(versions) == {"1"}  # mirrored only: no client saw the candidate
+    assert status["numbers"]["shadow"]["errors"] > 0
