@@ -237,6 +237,7 @@ def _rollout() -> dict[str, Any]:
             "steps": {"type": "array", "items": step, "minItems": 1},
             "gates": gates,
             "compare": {"type": "object", "additionalProperties": _rule()},
+            "sticky": {"type": "string", "pattern": r"^inputs\.[A-Za-z_][A-Za-z0-9_]*$"},
         },
         ("steps",),
         description="replace the serving version step by step (docs/rollouts.md)",

@@ -112,9 +112,10 @@ class InferenceCore:
             life.count_unrouted(status_of(exc).value)
             raise
         route: Route | None = None
+        decoded: list[np.ndarray] | None = None
         rollouts = self.rollouts  # a rollout's arm: only for calls that name no version
         if rollouts is not None and rollouts.active and not call.version:
-            route = rollouts.route(served, call.request_id)
+            route, decoded = rollouts.route(served, call)
             if route is not None:
                 served = route.served
         if isinstance(observer, EventCollector):
@@ -133,10 +134,10 @@ class InferenceCore:
             raise
         try:
             if self.tracing is None:
-                return await self._serve(served, call, t0, None, observer, route)
+                return await self._serve(served, call, t0, None, observer, route, decoded)
             with self.tracing.request_span(served, call) as (span, spans):
                 try:
-                    response = await self._serve(served, call, t0, spans, observer, route)
+                    response = await self._serve(served, call, t0, spans, observer, route, decoded)
                 except BaseException as exc:
                     span.set_attributes(call.status_attributes(status_of(exc)))
                     raise
@@ -153,6 +154,7 @@ class InferenceCore:
         spans: ObserverFactory | None,
         extra: Observer | None,
         route: Route | None = None,
+        decoded: list[np.ndarray] | None = None,
     ) -> R:
         life = self.state
         life.in_flight += 1
@@ -175,7 +177,7 @@ class InferenceCore:
         flags: list[Violation] | None = None
         try:
             plan = served.graph.plan
-            inputs = call.decode(plan.inputs, plan.outputs)
+            inputs = decoded if decoded is not None else call.decode(plan.inputs, plan.outputs)
             if shadows is not None and quality is not None and call.request_id:  # candidates' quality
                 rows = int(inputs[plan.batch_inputs[0]].shape[0]) if plan.batch_inputs else 1
                 shadows.listener = functools.partial(quality.on_shadow, call.request_id, rows)

@@ -29,9 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from engine.errors import FailedPrecondition, GraphNotFound, Status
 from engine.graph.values.spec import RolloutSpec, RolloutStep
 from engine.repository import GraphRepository, ServedGraph
+from engine.serving.call import InferCall
 from engine.shadow.compare import ShadowComparison, ShadowConfig
 from engine.shadow.dispatch import GraphCandidate, ShadowBinding, ShadowDispatcher
 from engine.shadow.histogram import LogHistogram
@@ -121,6 +124,22 @@ class Rollout:
         self._seq = 0
         self._live_route = Route(serving, self.live)
         self._cand_route = Route(candidate, self.cand)
+        self.sticky = -1  # position of the sticky input; -1: by request id
+        if spec.sticky:
+            same = (serving.graph.plan.inputs, serving.graph.plan.outputs) == (
+                candidate.graph.plan.inputs,
+                candidate.graph.plan.outputs,
+            )
+            if same and spec.sticky in serving.input_names:
+                self.sticky = serving.input_names.index(spec.sticky)
+            else:  # one decode must serve either arm
+                log.warning(
+                    "rollout %s v%s: sticky by request id, not %s: its inputs or outputs differ from v%s's",
+                    self.graph,
+                    candidate.version,
+                    spec.sticky,
+                    serving.version,
+                )
 
     @property
     def current(self) -> RolloutStep:
@@ -167,6 +186,24 @@ class Rollout:
                 point = (self._seq * 0x9E3779B9) & 0xFFFFFFFF
             if point < self._threshold:
                 return self._cand_route
+        return self._live_route
+
+    def route_key(self, key: np.ndarray, request_id: str) -> Route:
+        """The arm of one request by its sticky input's first value (the same value, the same arm)."""
+        if not self._threshold or not key.size:
+            return self.route(request_id)
+        first = key.reshape(-1)[0]
+        raw = (
+            first
+            if isinstance(first, bytes)
+            else str(first).encode()
+            if key.dtype == object
+            else first.tobytes()
+        )
+        return self._cand_route if zlib.crc32(raw) < self._threshold else self._live_route
+
+    @property
+    def live_route(self) -> Route:
         return self._live_route
 
     def counts(self) -> dict[str, Any]:
@@ -331,11 +368,22 @@ class Rollouts:
         repository.listeners.append(self.on_swap)
 
     # -- the request path -------------------------------------------------------------------
-    def route(self, served: ServedGraph, request_id: str) -> Route | None:
+    def route(
+        self, served: ServedGraph, call: InferCall[Any]
+    ) -> tuple[Route | None, list[np.ndarray] | None]:
+        """The arm of a call that names no version, and its inputs when they had to be decoded for it
+        (a sticky rollout, whose inputs and outputs are the same in both versions)."""
         rollout = self.active.get(served.name)
         if rollout is None or rollout.serving is not served:
-            return None
-        return rollout.route(request_id)
+            return None, None
+        if rollout.sticky < 0:
+            return rollout.route(call.request_id), None
+        plan = served.graph.plan
+        try:
+            inputs = call.decode(plan.inputs, plan.outputs)
+        except Exception:  # the core decodes it again, and refuses and counts it there
+            return rollout.live_route, None
+        return rollout.route_key(inputs[rollout.sticky], call.request_id), inputs
 
     # -- following the repository -----------------------------------------------------------
     def on_swap(self, name: str, ready: bool) -> None:

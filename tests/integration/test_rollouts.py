@@ -293,3 +293,26 @@ rollout:
     )
     assert errors == 0 and set(versions) == {"1"}  # mirrored only: no client saw the candidate
     assert status["numbers"]["shadow"]["errors"] > 0
+
+
+def test_a_sticky_rollout_keeps_one_key_on_one_arm(tmp_path: Path) -> None:
+    plan = """\
+rollout:
+  steps:
+    - canary: {weight: 0.5, requests: 100000}
+    - promote
+  sticky: inputs.x
+"""
+    graphs = _repository(tmp_path, _row_sum, plan)
+    with ServerThread(graphs, rollout_state_dir=str(tmp_path / "state")) as server:
+        client = triton.InferenceServerClient(server.url)
+        by_key: dict[float, set[str]] = {}
+        for i in range(120):
+            x = _x(i % 12)  # 12 keys (x[0, 0]), each sent 10 times under 10 request ids
+            tensor = triton.InferInput("x", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            version = client.infer("g", [tensor], request_id=f"r{i}").get_response().model_version
+            by_key.setdefault(float(x[0, 0]), set()).add(str(version))
+        client.close()
+    assert all(len(arms) == 1 for arms in by_key.values()), by_key  # one key, one arm
+    assert {arm for arms in by_key.values() for arm in arms} == {"1", "2"}  # both arms took keys

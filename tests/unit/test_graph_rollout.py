@@ -119,6 +119,18 @@ def test_a_plan_is_read_whole(folder: Path, runtimes: OnnxRuntimeFactory) -> Non
             "'min_requests' must be a positive whole number, got the text 'many'",
         ),
         ("    - promote\n", "    - promote\n    - promote\n", "promote", "'promote' must be the last step"),
+        (
+            "  compare:",
+            "  sticky: inputs.user\n  compare:",
+            "inputs.user",
+            "'sticky' names input 'user', not declared (inputs: x)",
+        ),
+        (
+            "  compare:",
+            "  sticky: user\n  compare:",
+            "user",
+            "'sticky' must name a graph input as inputs.NAME, got the text 'user'",
+        ),
     ],
 )
 def test_each_mistake_is_reported_where_it_is(

@@ -76,7 +76,11 @@ def read_graph(
         read_shadow_of(reader, top["shadow_of"], [o.name for o in outputs]) if "shadow_of" in top else None
     )
     quality = _quality(reader, top["quality"], outputs) if "quality" in top else None
-    rollout = read_rollout(reader, top["rollout"], [o.name for o in outputs]) if "rollout" in top else None
+    rollout = (
+        read_rollout(reader, top["rollout"], [o.name for o in outputs], [i.name for i in inputs])
+        if "rollout" in top
+        else None
+    )
     if shadow_of is not None and shadow_of.graph == name:
         reader.error(shadow_of.pos, f"graph '{name}' cannot be a shadow of itself")
     return GraphSpec(

@@ -7,6 +7,7 @@
         - promote
       gates: {max_error_rate_increase: 0.01, max_p99_ratio: 2.0, min_agreement: {y: 0.95}, min_requests: 50}
       compare: {y: {abs_tol: 0.01}}           # the shadow steps' rules (default: by dtype)
+      sticky: inputs.user_id                  # one key, one arm (default: by request id)
 
 Every problem is reported with its position; a plan with any problem is left out.
 """
@@ -21,15 +22,15 @@ from engine.graph.reading.source import YamlPath
 from engine.graph.values.diagnostics import did_you_mean, one_of
 from engine.graph.values.spec import RolloutGates, RolloutSpec, RolloutStep
 
-ROLLOUT_KEYS = ("steps", "gates", "compare")
+ROLLOUT_KEYS = ("steps", "gates", "compare", "sticky")
 STEP_KINDS = ("shadow", "canary", "promote")
 SHADOW_STEP_KEYS = ("requests",)
 CANARY_STEP_KEYS = ("weight", "requests")
 GATE_KEYS = ("max_error_rate_increase", "max_p99_ratio", "min_agreement", "min_requests")
 
 
-def read_rollout(reader: Reader, raw: Any, outputs: list[str]) -> RolloutSpec | None:
-    """``rollout:`` of a graph whose served outputs are ``outputs``."""
+def read_rollout(reader: Reader, raw: Any, outputs: list[str], inputs: list[str]) -> RolloutSpec | None:
+    """``rollout:`` of a graph whose served outputs are ``outputs`` and inputs ``inputs``."""
     path: YamlPath = ("rollout",)
     body = reader.mapping(
         raw, path, "'rollout' (e.g. {steps: [{canary: {weight: 0.1, requests: 100}}, promote]})"
@@ -47,9 +48,27 @@ def read_rollout(reader: Reader, raw: Any, outputs: list[str]) -> RolloutSpec | 
             reader.at.key((*path, "gates", "min_agreement")),
             "'min_agreement' is measured in a shadow step; add '- shadow: {requests: N}' to 'steps'",
         )
+    sticky = _sticky(reader, body, path, inputs) if "sticky" in body else ""
     if len(reader.report.items) > problems:
         return None
-    return RolloutSpec(tuple(steps), gates, compare, reader.at.key(path))
+    return RolloutSpec(tuple(steps), gates, compare, sticky, reader.at.key(path))
+
+
+def _sticky(reader: Reader, body: dict[str, Any], path: YamlPath, inputs: list[str]) -> str:
+    """``sticky: inputs.NAME``: the graph input whose (first) value picks a request's arm."""
+    spath = (*path, "sticky")
+    value = body["sticky"]
+    name = value[len("inputs.") :] if isinstance(value, str) and value.startswith("inputs.") else None
+    if name is None:
+        reader.error(
+            reader.at.value(spath), f"'sticky' must name a graph input as inputs.NAME, got {describe(value)}"
+        )
+        return ""
+    if name not in inputs:
+        hint = did_you_mean(name, inputs) or f" (inputs: {', '.join(inputs)})"
+        reader.error(reader.at.value(spath), f"'sticky' names input '{name}', not declared{hint}")
+        return ""
+    return name
 
 
 def _steps(reader: Reader, body: dict[str, Any], path: YamlPath) -> list[RolloutStep]:

@@ -258,6 +258,7 @@ class RolloutSpec:
     steps: tuple[RolloutStep, ...]
     gates: RolloutGates = field(default_factory=RolloutGates)
     compare: Mapping[str, Any] = field(default_factory=dict)  # shadow steps' rules per output
+    sticky: str = ""  # a graph input whose first value picks the arm ("" = the request id)
     pos: Pos = field(default_factory=lambda: Pos(1, 1))
 
 
