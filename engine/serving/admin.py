@@ -43,14 +43,9 @@ from engine.serving.operations import (
     merge_statistics,
     merge_summaries,
 )
-from engine.serving.rollout import (
-    OPERATOR_ACTIONS,
-    Rollouts,
-    merge_counts,
-    operator_transition,
-    render_status,
-    status_numbers,
-)
+from engine.serving.rollout import Rollouts
+from engine.serving.rollout_gates import OPERATOR_ACTIONS, merge_counts, operator_transition
+from engine.serving.rollout_view import render_status, status_numbers
 from engine.serving.state import ServingState
 from engine.serving.views import (
     FailedGraphView,

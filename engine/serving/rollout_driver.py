@@ -13,7 +13,8 @@ import asyncio
 import logging
 
 from engine.serving.control import ControlPlane
-from engine.serving.rollout import RUNNING, Rollouts, decide, merge_counts, transition
+from engine.serving.rollout import RUNNING, Rollouts
+from engine.serving.rollout_gates import decide, merge_counts, transition
 
 log = logging.getLogger("engine.rollout")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from engine.errors import Status
 from engine.graph.values.spec import RolloutGates, RolloutSpec, RolloutStep
-from engine.serving.rollout import ArmCounts, Merged, decide, merge_counts
+from engine.serving.rollout import ArmCounts
+from engine.serving.rollout_gates import Merged, decide, merge_counts
 
 PLAN = RolloutSpec(
     (RolloutStep("canary", 0.5, 400), RolloutStep("canary", 0.9, 400), RolloutStep("promote", 1.0)),
