@@ -112,6 +112,7 @@ class GraphEntry:
     diagnostics: tuple[Diagnostic, ...] = ()
     unloaded: bool = False
     rejected: dict[str, str] = field(default_factory=dict)  # version folder ("" unnumbered) -> why
+    candidate: str = ""  # the newest version, carrying a ``rollout:`` plan not yet promoted (not ``latest``)
 
     @property
     def state(self) -> str:
@@ -157,6 +158,8 @@ class GraphRepository:
         # (graph, version folder) -> the rejected files' fingerprint, the error and its diagnostics
         self._rejected: dict[tuple[str, str], tuple[str, str, tuple[Diagnostic, ...]]] = {}
         """Versions rejected at (re)load, per graph name (for metrics)."""
+        self.promoted: set[tuple[str, str]] = set()
+        """(graph, version) whose ``rollout:`` finished: they may be ``latest`` (set by the rollouts)."""
 
     # -- reading (the request path) ---------------------------------------------------------
     def get(self, name: str, version: str = "") -> ServedGraph:
@@ -299,13 +302,44 @@ class GraphRepository:
             versions[served.version] = served
             results.append(ReloadResult(name, served.version, "loaded"))
             log.info("graph %s version %s loaded from %s", name, served.version, path)
-        latest = max(versions, key=_version_key) if versions else ""
+        latest, candidate = self._latest(name, versions)
         self._swap(
             GraphEntry(
-                name, entry.folder, versions, latest, "; ".join(errors), tuple(diagnostics), rejected=rejected
+                name,
+                entry.folder,
+                versions,
+                latest,
+                "; ".join(errors),
+                tuple(diagnostics),
+                rejected=rejected,
+                candidate=candidate,
             )
         )
         return results
+
+    def _latest(self, name: str, versions: dict[str, ServedGraph]) -> tuple[str, str]:
+        """The version served when none is asked for, and the rollout candidate ("" if none).
+
+        A version with a ``rollout:`` plan becomes latest only once promoted; until then the
+        newest version without one (or promoted) serves, and the newest is the candidate."""
+        if not versions:
+            return "", ""
+        order = sorted(versions, key=_version_key, reverse=True)
+
+        def settled(version: str) -> bool:
+            return versions[version].graph.spec.rollout is None or (name, version) in self.promoted
+
+        latest = next((v for v in order if settled(v)), order[-1])
+        candidate = order[0] if order[0] != latest else ""
+        return latest, candidate
+
+    def promote(self, name: str, version: str) -> None:
+        """Make ``version`` (a rollout's candidate) the latest version of graph ``name``."""
+        self.promoted.add((name, version))
+        entry = self._entries.get(name)
+        if entry is not None:
+            latest, candidate = self._latest(name, entry.versions)
+            self._swap(replace(entry, latest=latest, candidate=candidate))
 
     def _drift(self, graph: CompiledGraph, folder: Path) -> VersionDrift | None:
         """Drift counting for a version whose folder has a profile; a bad profile is logged, and

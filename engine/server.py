@@ -36,7 +36,7 @@ from engine.interfaces import RuntimeFactory
 from engine.monitoring.drift import COUNT_INTERVAL_S, DriftRow, drift_rows, merge_drift
 from engine.monitoring.quality import Quality, merge_quality
 from engine.observability.log_config import recorder_options, request_log_from_config
-from engine.observability.metrics import EngineSnapshot, MetricsServer
+from engine.observability.metrics import EngineSnapshot, MetricsServer, RolloutRow
 from engine.observability.recorder import Recorder
 from engine.observability.request_record import hash_key_from_env
 from engine.observability.tracing import NodeSpans, ShadowSpans, TracingSettings, setup_tracing
@@ -54,6 +54,8 @@ from engine.serving import ControlPlane, InferenceCore, LocalControl, ServerAdmi
 from engine.serving.admission import Admission, LoopLagMonitor
 from engine.serving.auth import TokenGuard
 from engine.serving.operations import ServerOperations
+from engine.serving.rollout import Rollouts
+from engine.serving.rollout_driver import RolloutDriver
 from engine.serving.tracing import RequestTracing
 from engine.shadow.dispatch import ShadowDispatcher
 from engine.shadow.report import ShadowReport
@@ -123,7 +125,15 @@ class EngineServer:
             ),
             max_batch_size=settings.max_batch_size,
         )
-        self.operations = ServerOperations(self.repository, self.dispatcher.comparisons)
+        # rollouts: every worker routes; one (the only process, or worker 0) judges and keeps the state file
+        self._judges_rollouts = getattr(control, "index", 0) == 0
+        self.rollouts = Rollouts(
+            self.repository,
+            self.dispatcher,
+            Path(settings.rollout_state_dir) if settings.rollout_state_dir else settings.graphs / ".rollouts",
+            persist=self._judges_rollouts,
+        )
+        self.operations = ServerOperations(self.repository, self.dispatcher.comparisons, self.rollouts)
         self.control = control or LocalControl(self.operations.run)
         self.health = health.aio.HealthServicer()
         self.tracer_provider = setup_tracing(
@@ -157,8 +167,9 @@ class EngineServer:
             dispatcher=self.dispatcher,
             recorder=self.recorder,
             tracing=self.tracing,
+            rollouts=self.rollouts,
         )
-        self.admin = ServerAdmin(self.repository, self.state, self.control)
+        self.admin = ServerAdmin(self.repository, self.state, self.control, self.rollouts)
         self.metrics = MetricsServer(self.snapshot) if settings.metrics_port >= 0 else None
         self.metrics_port = 0
         self.port = 0
@@ -188,6 +199,7 @@ class EngineServer:
         self._watcher: asyncio.Task[None] | None = None
         self._counter: asyncio.Task[None] | None = None  # drift counting, off the response path
         self._token_watcher: asyncio.Task[None] | None = None
+        self._rollout_driver: asyncio.Task[None] | None = None  # judges running rollouts
         self._lag_monitor: LoopLagMonitor | None = None
         self._health_updates: set[asyncio.Future[None]] = set()
 
@@ -293,6 +305,8 @@ class EngineServer:
         token_files = [p for p in (self.settings.auth_token_file, self.settings.admin_token_file) if p]
         if token_files:
             self._token_watcher = asyncio.create_task(self._watch_tokens(token_files))
+        if self._judges_rollouts:
+            self._rollout_driver = asyncio.create_task(RolloutDriver(self.rollouts, self.control).run())
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving %d graph(s) on %s:%d",
@@ -341,6 +355,8 @@ class EngineServer:
             self._counter.cancel()
         if self._token_watcher is not None:
             self._token_watcher.cancel()
+        if self._rollout_driver is not None:
+            self._rollout_driver.cancel()
         grace = self.settings.grace_s if grace is None else grace
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_delay_s > 0:  # load balancers see NOT_SERVING; calls still served
@@ -493,7 +509,28 @@ class EngineServer:
             quality=self._quality(),
             shadow_shed=dict(self.shadows.shed_reasons),
             loop_lag_s=self.state.admission.loop_lag_s,
+            rollouts=self._rollout_rows(),
         )
+
+    def _rollout_rows(self) -> list[RolloutRow]:
+        """This process's rollouts for a scrape (metrics thread; reads only)."""
+        rows = []
+        for rollout in list(self.rollouts.rollouts.values()):
+            arms = {"serving": rollout.live, "candidate": rollout.cand}
+            p99 = {side: counts.p99() for side, counts in arms.items()}
+            rows.append(
+                RolloutRow(
+                    graph=rollout.graph,
+                    candidate=rollout.candidate.version,
+                    state=rollout.status,
+                    step=rollout.step + 1,
+                    weight=rollout.weight,
+                    requests={side: counts.requests for side, counts in arms.items()},
+                    errors={side: counts.errors for side, counts in arms.items()},
+                    p99_s={side: None if v is None else v / 1e6 for side, v in p99.items()},
+                )
+            )
+        return rows
 
     def _drift_rows(self) -> list[DriftRow]:
         """This process's drift numbers for a scrape (metrics thread; counting may race it: a

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from engine.cli import features, graph, init, lineage, logs, monitor, remote, serve, shadow
+from engine.cli import features, graph, init, lineage, logs, monitor, remote, rollout, serve, shadow
 
 DESCRIPTION = (
     "Serve graphs of ONNX models over gRPC; check and draw them; talk to a running server; "
@@ -39,6 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line: every command module's subparser."""
     parser = argparse.ArgumentParser(prog="engine", description=DESCRIPTION)
     sub = parser.add_subparsers(metavar="COMMAND")
-    for command in (serve, graph, init, remote, logs, features, shadow, monitor, lineage):
+    for command in (serve, graph, init, remote, logs, features, shadow, monitor, lineage, rollout):
         command.add_parser(sub)
     return parser

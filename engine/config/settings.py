@@ -160,6 +160,11 @@ class ServeSettings:
         "folder of the content-addressed cache registry and URL models are fetched into (shared by the "
         "workers); empty = `$XDG_CACHE_HOME/graph-engine/models` (else `~/.cache/graph-engine/models`)",
     )
+    rollout_state_dir: str = setting(
+        "",
+        "folder where progressive rollouts keep their state (`rollouts.json`), so a restart resumes them; "
+        "empty = `<graphs>/.rollouts`",
+    )
     metrics_port: int = setting(8002, "Prometheus /metrics HTTP port; 0 picks a free one, -1 turns it off")
     metrics_host: str = setting("", "address for /metrics; empty = the gRPC host")
     trace_exporter: str = setting(

@@ -20,6 +20,12 @@ from engine.graph.reading.features_reader import FIELD_KEYS
 from engine.graph.reading.graph_reader import INPUT_KEYS, QUALITY_KEYS, QUALITY_KINDS, TOP_KEYS
 from engine.graph.reading.logging_reader import LOGGING_KEYS
 from engine.graph.reading.nodes_reader import COMMON_KEYS, EXECUTION_MODES, KINDS
+from engine.graph.reading.rollout_reader import (
+    CANARY_STEP_KEYS,
+    GATE_KEYS,
+    ROLLOUT_KEYS,
+    SHADOW_STEP_KEYS,
+)
 from engine.graph.reading.shadow_reader import SHADOW_OF_KEYS
 from engine.graph.values.contracts import ACTIONS
 from engine.tensors import DataType
@@ -198,6 +204,48 @@ def _contract() -> dict[str, Any]:
     return contract
 
 
+def _rollout() -> dict[str, Any]:
+    requests = {"type": "integer", "minimum": 1}
+    shadow = _closed({"requests": requests}, ("requests",))
+    assert set(shadow["properties"]) == set(SHADOW_STEP_KEYS)
+    canary = _closed(
+        {"weight": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}, "requests": requests},
+        ("weight", "requests"),
+    )
+    assert set(canary["properties"]) == set(CANARY_STEP_KEYS)
+    step = {
+        "anyOf": [
+            {"const": "promote"},
+            _closed({"shadow": shadow}, ("shadow",)),
+            _closed({"canary": canary}, ("canary",)),
+        ]
+    }
+    gates = _closed(
+        {
+            "max_error_rate_increase": {"type": "number", "minimum": 0, "maximum": 1},
+            "max_p99_ratio": {"type": "number", "exclusiveMinimum": 0},
+            "min_agreement": {
+                "type": "object",
+                "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+            "min_requests": {"type": "integer", "minimum": 1},
+        }
+    )
+    assert set(gates["properties"]) == set(GATE_KEYS)
+    rollout = _closed(
+        {
+            "steps": {"type": "array", "items": step, "minItems": 1},
+            "gates": gates,
+            "compare": {"type": "object", "additionalProperties": _rule()},
+            "sticky": {"type": "string", "pattern": r"^inputs\.[A-Za-z_][A-Za-z0-9_]*$"},
+        },
+        ("steps",),
+        description="replace the serving version step by step (docs/rollouts.md)",
+    )
+    assert set(rollout["properties"]) == set(ROLLOUT_KEYS)
+    return rollout
+
+
 def graph_schema() -> dict[str, Any]:
     """The schema (JSON Schema 2020-12) of one graph.yaml."""
     tensor = _closed(
@@ -240,6 +288,7 @@ def graph_schema() -> dict[str, Any]:
         ("graph",),
     )
     assert set(shadow_of["properties"]) == set(SHADOW_OF_KEYS)
+    rollout = _rollout()
     top = _closed(
         {
             "graph": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
@@ -261,6 +310,7 @@ def graph_schema() -> dict[str, Any]:
             "logging": logging,
             "shadow_of": {"anyOf": [{"type": "string"}, shadow_of]},
             "quality": quality,
+            "rollout": rollout,
         },
         ("inputs", "nodes", "outputs"),
     )

@@ -31,6 +31,23 @@ _LE = [*(f"{b:g}" for b in LATENCY_BUCKETS_S), "+Inf"]
 _BATCH_LE = [*(str(b) for b in BATCH_SIZE_BUCKETS), "+Inf"]
 
 
+@dataclass(frozen=True, slots=True)
+class RolloutRow:
+    """One graph's rollout as this process sees it (``engine.serving.rollout``), for a scrape."""
+
+    graph: str
+    candidate: str
+    state: str  # running | paused | promoted | rolled_back
+    step: int  # 1-based
+    weight: float  # the candidate's share of requests now
+    requests: Mapping[str, int]  # arm (serving | candidate) -> requests in the step
+    errors: Mapping[str, int]
+    p99_s: Mapping[str, float | None]
+
+
+ROLLOUT_STATES = ("running", "paused", "promoted", "rolled_back")
+
+
 @dataclass
 class EngineSnapshot:
     """Everything one scrape reads; assembled by the server from its parts."""
@@ -52,6 +69,7 @@ class EngineSnapshot:
     quality: list[Quality] = field(default_factory=list)  # this process's live quality per version
     shadow_shed: Mapping[str, int] = field(default_factory=dict)  # shed shadow runs by reason
     loop_lag_s: float = 0.0  # how late the event loop last ran a timer (decayed)
+    rollouts: list[RolloutRow] = field(default_factory=list)  # this process's rollouts
     extra: list[Metric] = field(default_factory=list)  # families other parts contribute
 
 
@@ -214,6 +232,8 @@ class EngineCollector(Collector):
             yield from _drift_families(snap.drift)
         if snap.quality:
             yield from _quality_families(snap.quality)
+        if snap.rollouts:
+            yield from _rollout_families(snap.rollouts)
         yield from snap.extra
 
 
@@ -408,3 +428,51 @@ def _quality_families(qualities: list[Quality]) -> Iterator[Metric]:
             if value is not None:
                 values.add_metric([q.graph, q.version, name], value)
     yield from (labels, pairs, values, shadows, arms)
+
+
+def _rollout_families(rows: list[RolloutRow]) -> Iterator[Metric]:
+    """Each rollout's step, weight, state and its arms' numbers over the current step (this process)."""
+    labels = ["graph", "candidate"]
+    step = GaugeMetricFamily("engine_rollout_step", "Current step of the rollout (1-based)", labels=labels)
+    weight = GaugeMetricFamily(
+        "engine_rollout_weight", "Share of requests the candidate serves now", labels=labels
+    )
+    state = GaugeMetricFamily("engine_rollout_state", "1 for the rollout's state", labels=[*labels, "state"])
+    arm = [*labels, "arm"]
+    requests = GaugeMetricFamily(
+        "engine_rollout_requests", "Requests of each arm in the current step", labels=arm
+    )
+    errors = GaugeMetricFamily(
+        "engine_rollout_errors", "Failed requests of each arm in the current step", labels=arm
+    )
+    p99 = GaugeMetricFamily(
+        "engine_rollout_latency_p99_seconds", "p99 latency of each arm in the current step", labels=arm
+    )
+    gate = GaugeMetricFamily(
+        "engine_rollout_gate_value",
+        "What the gates compare, from this process's numbers: error_rate_increase (candidate - "
+        "serving) and p99_ratio (candidate / serving)",
+        labels=[*labels, "gate"],
+    )
+    for row in rows:
+        key = [row.graph, row.candidate]
+        step.add_metric(key, row.step)
+        weight.add_metric(key, row.weight)
+        for name in ROLLOUT_STATES:
+            state.add_metric([*key, name], 1.0 if name == row.state else 0.0)
+        for side in ("serving", "candidate"):
+            requests.add_metric([*key, side], row.requests.get(side, 0))
+            errors.add_metric([*key, side], row.errors.get(side, 0))
+            if (value := row.p99_s.get(side)) is not None:
+                p99.add_metric([*key, side], value)
+        rates = {
+            side: row.errors.get(side, 0) / n
+            for side in ("serving", "candidate")
+            if (n := row.requests.get(side, 0))
+        }
+        if len(rates) == 2:
+            gate.add_metric([*key, "error_rate_increase"], rates["candidate"] - rates["serving"])
+        mine, theirs = row.p99_s.get("candidate"), row.p99_s.get("serving")
+        if mine is not None and theirs:
+            gate.add_metric([*key, "p99_ratio"], mine / theirs)
+    yield from (step, weight, state, requests, errors, p99, gate)

@@ -192,6 +192,12 @@ class AdminService:
         counts = await self.admin.feedback(request.graph, labels)
         return epb.FeedbackResponse(**counts)
 
+    async def rollout(self, request: epb.RolloutRequest, context: Context) -> epb.RolloutResponse:
+        if not request.graph:
+            raise InvalidRequest("Rollout needs 'graph'")
+        view = await self.admin.rollout(request.graph, request.action or "status")
+        return epb.RolloutResponse(json=view.json, table=view.table)
+
     def handler(self) -> grpc.GenericRpcHandler:
         return generic_handler(
             SERVICE,
@@ -204,6 +210,7 @@ class AdminService:
                 "ShadowReport": (self.shadow_report, epb.ShadowReportRequest),
                 "MonitorReport": (self.monitor_report, epb.MonitorReportRequest),
                 "Feedback": (self.feedback, epb.FeedbackRequest),
+                "Rollout": (self.rollout, epb.RolloutRequest),
             },
             self.options.limits,
             self.options.guard,

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import Diagnostic, FailedPrecondition, GraphInvalid, GraphNotFound, PermissionDenied
+from engine.errors import (
+    Diagnostic,
+    FailedPrecondition,
+    GraphInvalid,
+    GraphNotFound,
+    InvalidRequest,
+    PermissionDenied,
+)
 from engine.execution.stats import GraphStats
 from engine.graph import check_graph
 from engine.graph.values.plan import NodeInfo
@@ -36,6 +43,9 @@ from engine.serving.operations import (
     merge_statistics,
     merge_summaries,
 )
+from engine.serving.rollout import Rollouts
+from engine.serving.rollout_gates import OPERATOR_ACTIONS, merge_counts, operator_transition
+from engine.serving.rollout_view import render_status, status_numbers
 from engine.serving.state import ServingState
 from engine.serving.views import (
     FailedGraphView,
@@ -67,10 +77,17 @@ class ShadowReportText:
 
 
 class ServerAdmin:
-    def __init__(self, repository: GraphRepository, state: ServingState, control: ControlPlane) -> None:
+    def __init__(
+        self,
+        repository: GraphRepository,
+        state: ServingState,
+        control: ControlPlane,
+        rollouts: Rollouts | None = None,
+    ) -> None:
         self.repository = repository
         self.state = state
         self.control = control
+        self.rollouts = rollouts
 
     # -- this worker's views -------------------------------------------------------------------
     def model_ready(self, name: str, version: str = "") -> bool:
@@ -238,6 +255,26 @@ class ServerAdmin:
     async def graphs(self) -> list[GraphSummary]:
         answer = await self.control.broadcast("index", {}, READ_TIMEOUT_S)
         return merge_summaries(answer)
+
+    async def rollout(self, graph: str, action: str = "status") -> ShadowReportText:
+        """A graph's rollout (``status``), or an operator's ``pause | resume | promote | abort`` of it
+        carried to every worker; the view as JSON and as the text ``engine rollout`` prints."""
+        if not self._known(graph):
+            raise GraphNotFound(graph, "")
+        if action != "status" and action not in OPERATOR_ACTIONS:
+            raise InvalidRequest(
+                f"rollout action must be status, {', '.join(OPERATOR_ACTIONS)}; got '{action}'"
+            )
+        if self.rollouts is None:
+            raise FailedPrecondition(f"graph '{graph}' has no rollout")
+        rollout = self.rollouts.require(graph)
+        if action != "status":
+            args = operator_transition(rollout, action)
+            await self.control.broadcast("rollout", {"action": "apply", **args}, RELOAD_TIMEOUT_S)
+        view = self.rollouts.view(graph)
+        answer = await self.control.broadcast("rollout", {"action": "counts"}, READ_TIMEOUT_S)
+        view["numbers"] = status_numbers(merge_counts(answer.values(), self.rollouts.windows()).get(graph))
+        return ShadowReportText(json.dumps(view, sort_keys=True), render_status(view))
 
     def _known(self, name: str) -> bool:
         return any(entry.name == name for entry in self.repository.entries())

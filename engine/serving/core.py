@@ -32,6 +32,7 @@ from engine.interfaces import EventLog, NodeEvent, Observer, RequestOutcome, Req
 from engine.repository import GraphRepository, ServedGraph
 from engine.serving.call import InferCall, InferResult
 from engine.serving.failure import CURRENT_REQUEST_ID, current_trace_id
+from engine.serving.rollout import Rollouts, Route
 from engine.serving.state import ServingState
 from engine.serving.tracing import ObserverFactory, RequestTracing
 from engine.shadow.dispatch import ShadowDispatcher
@@ -79,8 +80,10 @@ class InferenceCore:
         dispatcher: ShadowDispatcher | None = None,
         recorder: RequestRecorder | None = None,
         tracing: RequestTracing | None = None,
+        rollouts: Rollouts | None = None,
     ) -> None:
         self.repository = repository
+        self.rollouts = rollouts
         self.state = state
         self.dispatcher = dispatcher
         self.recorder = recorder
@@ -108,6 +111,13 @@ class InferenceCore:
         except EngineError as exc:  # counted without a graph label: names are unbounded
             life.count_unrouted(status_of(exc).value)
             raise
+        route: Route | None = None
+        decoded: list[np.ndarray] | None = None
+        rollouts = self.rollouts  # a rollout's arm: only for calls that name no version
+        if rollouts is not None and rollouts.active and not call.version:
+            route, decoded = rollouts.route(served, call)
+            if route is not None:
+                served = route.served
         if isinstance(observer, EventCollector):
             observer.policy = served.policy
         admission = life.admission
@@ -126,10 +136,10 @@ class InferenceCore:
             raise
         try:
             if self.tracing is None:
-                return await self._serve(served, call, t0, None, observer)
+                return await self._serve(served, call, t0, None, observer, route, decoded)
             with self.tracing.request_span(served, call) as (span, spans):
                 try:
-                    response = await self._serve(served, call, t0, spans, observer)
+                    response = await self._serve(served, call, t0, spans, observer, route, decoded)
                 except BaseException as exc:
                     span.set_attributes(call.status_attributes(status_of(exc)))
                     raise
@@ -145,6 +155,8 @@ class InferenceCore:
         t0: int,
         spans: ObserverFactory | None,
         extra: Observer | None,
+        route: Route | None = None,
+        decoded: list[np.ndarray] | None = None,
     ) -> R:
         life = self.state
         life.in_flight += 1
@@ -158,6 +170,8 @@ class InferenceCore:
         recorder = self.recorder if policy.enabled else None
         log: EventLog | None = None
         mirrors = self.repository.mirrors_of(served.name) if self.dispatcher is not None else ()
+        if route is not None and route.shadow is not None and self.dispatcher is not None:
+            mirrors = (*mirrors, route.shadow)  # a rollout's shadow step: the candidate mirrors this call
         quality = served.quality
         has_shadows = bool(mirrors) or served.runner.has_shadows
         shadows = RequestShadows() if has_shadows and (recorder is not None or quality is not None) else None
@@ -168,7 +182,7 @@ class InferenceCore:
         )
         try:
             plan = served.graph.plan
-            inputs = call.decode(plan.inputs, plan.outputs)
+            inputs = decoded if decoded is not None else call.decode(plan.inputs, plan.outputs)
             if shadows is not None and quality is not None and call.request_id:  # candidates' quality
                 rows = int(inputs[plan.batch_inputs[0]].shape[0]) if plan.batch_inputs else 1
                 shadows.listener = functools.partial(quality.on_shadow, call.request_id, rows)
@@ -236,6 +250,8 @@ class InferenceCore:
                 encode_ns=t3 - t2,
                 rows=rows,
             )
+            if route is not None:  # the rollout's numbers of this arm, over the current step
+                route.counts.record(status, t3 - t0)
             if recorder is not None:
                 self._record(
                     recorder, served, call, status, error, inputs, outputs, log, shadows, t3 - t0, flags

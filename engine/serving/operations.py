@@ -14,6 +14,9 @@ one answer a single process would give:
     feedback  {graph, labels: [[id, row, label], ...]}
                                   -> positions of the labels joined here, by outcome (``join_labels``)
     quality   {graph: "" | NAME}  -> every version's joined pairs (``QualityWindow.state``)
+    rollout   {action: counts}    -> every running rollout's numbers of its step (``Rollout.counts``)
+              {action: apply, graph, candidate, step, status, event, ...}
+                                  -> the rollout after a transition (``Rollouts.apply``)
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from engine.monitoring.drift import DriftState, merge_drift
 from engine.monitoring.quality import Quality, join_labels, merge_quality
 from engine.repository import GraphRepository
 from engine.serving.control import Answer
+from engine.serving.rollout import Rollouts
 from engine.serving.views import GraphSummary, IndexRow, ReloadOutcome, version_key
 from engine.shadow.compare import ShadowComparisons
 from engine.shadow.merge import merge_reports
@@ -37,9 +41,12 @@ READY = "READY"
 class ServerOperations:
     """Runs control operations on one process's state."""
 
-    def __init__(self, repository: GraphRepository, comparisons: ShadowComparisons) -> None:
+    def __init__(
+        self, repository: GraphRepository, comparisons: ShadowComparisons, rollouts: Rollouts | None = None
+    ) -> None:
         self.repository = repository
         self.comparisons = comparisons
+        self.rollouts = rollouts
 
     async def run(self, op: str, args: Mapping[str, Any]) -> Any:
         if op == "reload":
@@ -59,6 +66,10 @@ class ServerOperations:
             return self._feedback(args)
         if op == "quality":
             return [w.state() for w in self.repository.quality_windows(str(args.get("graph", "")))]
+        if op == "rollout" and self.rollouts is not None:
+            if args.get("action") == "counts":
+                return self.rollouts.counts()
+            return self.rollouts.apply(args)
         raise ValueError(f"unknown control operation {op!r}")
 
     async def _reload(self, names: list[str], automatic: bool = False) -> dict[str, Any]:

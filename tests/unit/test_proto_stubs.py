@@ -243,6 +243,7 @@ def test_engine_service_stubs() -> None:
         "ShadowReport",
         "MonitorReport",
         "Feedback",
+        "Rollout",
     }
     assert hasattr(engine_pb2_grpc, "EngineStub") and hasattr(engine_pb2_grpc, "add_EngineServicer_to_server")
     trace = engine_pb2.NodeTrace(name="deep", kind="model", start_ns=10, duration_ns=5, rows=2)

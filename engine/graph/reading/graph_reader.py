@@ -15,6 +15,7 @@ from engine.graph.reading.contract_reader import read_contract
 from engine.graph.reading.logging_reader import read_logging
 from engine.graph.reading.nodes_reader import NodeReader
 from engine.graph.reading.reader import Reader, describe
+from engine.graph.reading.rollout_reader import read_rollout
 from engine.graph.reading.shadow_reader import read_shadow_of
 from engine.graph.reading.source import SourceDoc, YamlPath
 from engine.graph.values.diagnostics import Pos, Report, did_you_mean, one_of
@@ -30,6 +31,7 @@ TOP_KEYS = (
     "logging",
     "shadow_of",
     "quality",
+    "rollout",
 )
 QUALITY_KEYS = ("output", "kind", "threshold")
 QUALITY_KINDS = ("binary", "regression")
@@ -74,6 +76,11 @@ def read_graph(
         read_shadow_of(reader, top["shadow_of"], [o.name for o in outputs]) if "shadow_of" in top else None
     )
     quality = _quality(reader, top["quality"], outputs) if "quality" in top else None
+    rollout = (
+        read_rollout(reader, top["rollout"], [o.name for o in outputs], [i.name for i in inputs])
+        if "rollout" in top
+        else None
+    )
     if shadow_of is not None and shadow_of.graph == name:
         reader.error(shadow_of.pos, f"graph '{name}' cannot be a shadow of itself")
     return GraphSpec(
@@ -89,6 +96,7 @@ def read_graph(
         logging=logging,
         shadow_of=shadow_of,
         quality=quality,
+        rollout=rollout,
     )
 
 

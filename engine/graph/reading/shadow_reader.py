@@ -53,7 +53,7 @@ def read_shadow(
             r.at.value((*path, "threads")), f"'threads' must be a whole number from 1 to 256, got {threads!r}"
         )
         threads = 1
-    compare, compare_pos = _compare(r, body, path, None, where)
+    compare, compare_pos = compare_rules(r, body, path, None, where)
     if target is None or file is None:
         return None
     return ShadowNode(
@@ -95,7 +95,7 @@ def read_shadow_of(reader: Reader, raw: Any, outputs: list[str]) -> ShadowOf | N
     timeout = DEFAULT_TIMEOUT_S
     if "timeout" in body:
         timeout = r.duration(body["timeout"], (*path, "timeout"), "'timeout'") or DEFAULT_TIMEOUT_S
-    compare, compare_pos = _compare(r, body, path, outputs, "shadow_of")
+    compare, compare_pos = compare_rules(r, body, path, outputs, "shadow_of")
     if graph is None:
         return None
     return ShadowOf(graph, sample, timeout, compare, compare_pos, r.at.key(path))
@@ -113,7 +113,7 @@ def _sample(r: Reader, body: dict[str, Any], path: YamlPath) -> float:
     return float(sample)
 
 
-def _compare(
+def compare_rules(
     r: Reader, body: dict[str, Any], path: YamlPath, outputs: list[str] | None, where: str
 ) -> tuple[dict[str, Any], dict[str, Pos]]:
     """``compare:`` as plain data with each output key's position; every rule problem reported."""

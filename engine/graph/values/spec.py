@@ -231,6 +231,38 @@ class QualitySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RolloutStep:
+    """One step of a ``rollout:`` plan: ``shadow`` (mirrored, not served), ``canary`` (served to
+    ``weight`` of requests) or ``promote``; a step lasts ``requests`` requests of the graph."""
+
+    kind: str  # shadow | canary | promote
+    weight: float = 0.0
+    requests: int = 0
+    pos: Pos = field(default_factory=lambda: Pos(1, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutGates:
+    """What a candidate must keep to stay in a rollout, against the serving version over the same window."""
+
+    max_error_rate_increase: float | None = None
+    max_p99_ratio: float | None = None
+    min_agreement: Mapping[str, float] = field(default_factory=dict)  # output -> share of rows (shadow steps)
+    min_requests: int = 1  # candidate requests in a step before any gate may judge it
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutSpec:
+    """``rollout:``: how this version replaces the serving one (``engine.serving.rollout``)."""
+
+    steps: tuple[RolloutStep, ...]
+    gates: RolloutGates = field(default_factory=RolloutGates)
+    compare: Mapping[str, Any] = field(default_factory=dict)  # shadow steps' rules per output
+    sticky: str = ""  # a graph input whose first value picks the arm ("" = the request id)
+    pos: Pos = field(default_factory=lambda: Pos(1, 1))
+
+
+@dataclass(frozen=True, slots=True)
 class GraphSpec:
     name: str
     version: str
@@ -244,6 +276,7 @@ class GraphSpec:
     logging: LoggingPolicy = OFF  # the request-log policy (``logging:``); off by default
     shadow_of: ShadowOf | None = None  # this graph mirrors another graph's requests
     quality: QualitySpec | None = None  # label feedback: which output is the prediction
+    rollout: RolloutSpec | None = None  # replaces the serving version step by step, not at once
 
     def node(self, name: str) -> NodeSpec | None:
         return next((n for n in self.nodes if n.common.name == name), None)

@@ -304,3 +304,19 @@ class FeedbackResponse(_message.Message):
     unknown: int
     invalid: int
     def __init__(self, matched: _Optional[int] = ..., duplicate: _Optional[int] = ..., late: _Optional[int] = ..., unknown: _Optional[int] = ..., invalid: _Optional[int] = ...) -> None: ...
+
+class RolloutRequest(_message.Message):
+    __slots__ = ("graph", "action")
+    GRAPH_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    graph: str
+    action: str
+    def __init__(self, graph: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
+class RolloutResponse(_message.Message):
+    __slots__ = ("json", "table")
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    table: str
+    def __init__(self, json: _Optional[str] = ..., table: _Optional[str] = ...) -> None: ...

@@ -74,6 +74,11 @@ class EngineStub:
                 request_serializer=engine_dot_v1_dot_engine__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=engine_dot_v1_dot_engine__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.Rollout = channel.unary_unary(
+                '/engine.v1.Engine/Rollout',
+                request_serializer=engine_dot_v1_dot_engine__pb2.RolloutRequest.SerializeToString,
+                response_deserializer=engine_dot_v1_dot_engine__pb2.RolloutResponse.FromString,
+                _registered_method=True)
 
 
 class EngineServicer:
@@ -135,6 +140,13 @@ class EngineServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rollout(self, request, context):
+        """A graph's progressive rollout: its status, or pause | resume | promote | abort (docs/rollouts.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +189,11 @@ def add_EngineServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=engine_dot_v1_dot_engine__pb2.FeedbackRequest.FromString,
                     response_serializer=engine_dot_v1_dot_engine__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'Rollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollout,
+                    request_deserializer=engine_dot_v1_dot_engine__pb2.RolloutRequest.FromString,
+                    response_serializer=engine_dot_v1_dot_engine__pb2.RolloutResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +412,33 @@ class Engine:
             '/engine.v1.Engine/Feedback',
             engine_dot_v1_dot_engine__pb2.FeedbackRequest.SerializeToString,
             engine_dot_v1_dot_engine__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/engine.v1.Engine/Rollout',
+            engine_dot_v1_dot_engine__pb2.RolloutRequest.SerializeToString,
+            engine_dot_v1_dot_engine__pb2.RolloutResponse.FromString,
             options,
             channel_credentials,
             insecure,
