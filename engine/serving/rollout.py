@@ -105,6 +105,7 @@ class Rollout:
         self.events: list[dict[str, Any]] = []
         self.live = ArmCounts()
         self.cand = ArmCounts()
+        self.step_started = time.monotonic()
         self.comparison: ShadowComparison | None = None
         self._threshold = 0
         self._seq = 0
@@ -143,6 +144,7 @@ class Rollout:
     def begin_step(self, dispatcher: ShadowDispatcher | None) -> None:
         """Fresh counts for the current step; a shadow step binds the candidate as a shadow."""
         self.live, self.cand = ArmCounts(), ArmCounts()
+        self.step_started = time.monotonic()  # a step's ``duration`` counts from here (this process)
         step = self.current
         self._threshold = int(step.weight * 2**32) if step.kind == "canary" else 0
         shadow = None
@@ -406,6 +408,10 @@ class Rollouts:
 def _step_text(step: RolloutStep) -> str:
     if step.kind == "promote":
         return "promote"
-    if step.kind == "shadow":
-        return f"shadow {step.requests} requests"
-    return f"canary {step.weight:.0%} {step.requests} requests"
+    bounds = []
+    if step.requests:
+        bounds.append(f"{step.requests} requests")
+    if step.duration_s:
+        bounds.append(f"{step.duration_s:g}s")
+    head = "shadow" if step.kind == "shadow" else f"canary {step.weight:.0%}"
+    return f"{head} {' + '.join(bounds)}"
