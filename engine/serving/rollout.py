@@ -25,7 +25,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,7 +229,9 @@ class Rollouts:
         state_dir: Path | None,
         *,
         persist: bool = True,
+        on_event: Callable[[str, str, dict[str, Any]], object] | None = None,
     ) -> None:
+        self.on_event = on_event  # (event, graph, fields) -> the request log (the persisting process)
         self.repository = repository
         self.dispatcher = dispatcher
         self.state_file = state_dir / STATE_FILE if state_dir is not None else None
@@ -363,6 +365,16 @@ class Rollouts:
             "detail": detail,
         }
         rollout.events.append(entry)
+        if self.persist and self.on_event is not None:  # one event per transition for the whole server
+            fields: dict[str, Any] = {
+                "serving": rollout.serving.version,
+                "candidate": rollout.candidate.version,
+            }
+            fields |= {"step": entry["step"], "status": entry["status"], "detail": detail}
+            try:
+                self.on_event(f"rollout.{event}", rollout.graph, fields)
+            except Exception:  # the request log never decides a rollout
+                log.exception("rollout event not written to the request log")
         if self.persist:  # one line per transition for the whole server
             log.info(
                 "rollout %s v%s -> v%s: %s (step %d, %s)%s",
