@@ -156,6 +156,7 @@ class Rollout:
                 rules=parse_rules(self.spec.compare) if self.spec.compare else {},
                 timeout_s=SHADOW_TIMEOUT_S,
             )
+            dispatcher.comparisons.discard(config.graph, config.shadow)  # the step's numbers only
             c = self.candidate
             shadow = dispatcher.bind(
                 config, GraphCandidate(c.name, c.runner.run, c.input_names, c.output_names)
