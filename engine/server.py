@@ -23,6 +23,7 @@ import time
 from collections.abc import Collection
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -38,7 +39,7 @@ from engine.monitoring.quality import Quality, merge_quality
 from engine.observability.log_config import recorder_options, request_log_from_config
 from engine.observability.metrics import EngineSnapshot, MetricsServer, RolloutRow
 from engine.observability.recorder import Recorder
-from engine.observability.request_record import hash_key_from_env
+from engine.observability.request_record import event_record, hash_key_from_env
 from engine.observability.tracing import NodeSpans, ShadowSpans, TracingSettings, setup_tracing
 from engine.protocol import admin, codec, inference
 from engine.protocol.admin import AdminService
@@ -132,6 +133,7 @@ class EngineServer:
             self.dispatcher,
             Path(settings.rollout_state_dir) if settings.rollout_state_dir else settings.graphs / ".rollouts",
             persist=self._judges_rollouts,
+            on_event=self._rollout_event,
         )
         self.operations = ServerOperations(self.repository, self.dispatcher.comparisons, self.rollouts)
         self.control = control or LocalControl(self.operations.run)
@@ -511,6 +513,11 @@ class EngineServer:
             loop_lag_s=self.state.admission.loop_lag_s,
             rollouts=self._rollout_rows(),
         )
+
+    def _rollout_event(self, event: str, graph: str, fields: dict[str, Any]) -> None:
+        """A rollout's transition as a line of the request log (when there is one)."""
+        if self.request_log is not None:
+            self.request_log.submit(event_record(event, graph, **fields))
 
     def _rollout_rows(self) -> list[RolloutRow]:
         """This process's rollouts for a scrape (metrics thread; reads only)."""

@@ -206,11 +206,17 @@ def _contract() -> dict[str, Any]:
 
 def _rollout() -> dict[str, Any]:
     requests = {"type": "integer", "minimum": 1}
-    shadow = _closed({"requests": requests}, ("requests",))
+    bound: list[dict[str, Any]] = [{"required": ["requests"]}, {"required": ["duration"]}]
+    shadow = _closed({"requests": requests, "duration": _DURATION}, anyOf=bound)
     assert set(shadow["properties"]) == set(SHADOW_STEP_KEYS)
     canary = _closed(
-        {"weight": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}, "requests": requests},
-        ("weight", "requests"),
+        {
+            "weight": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "requests": requests,
+            "duration": _DURATION,
+        },
+        ("weight",),
+        anyOf=bound,
     )
     assert set(canary["properties"]) == set(CANARY_STEP_KEYS)
     step = {

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.observability.request_record import EVENT_SCHEMA
+
 LOG_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 
@@ -35,6 +37,7 @@ class ReadStats:
     records: int = 0
     truncated: int = 0
     corrupt: int = 0
+    events: int = 0  # server events (``engine.event/1``, rollout transitions): not requests, passed over
 
 
 def log_files(path: str | Path) -> list[Path]:
@@ -81,6 +84,9 @@ def _parquet(file: Path, stats: ReadStats) -> Iterator[dict[str, Any]]:
     except Exception as exc:  # pyarrow's own errors (ArrowInvalid, OSError): not a readable Parquet file
         raise LogReadError(f"cannot read {file} as Parquet: {exc}") from exc
     for record in records:
+        if record.get("schema") == EVENT_SCHEMA:
+            stats.events += 1
+            continue
         stats.records += 1
         yield record
 
@@ -125,6 +131,9 @@ def _parse(data: bytes, stats: ReadStats) -> Iterator[dict[str, Any]]:
             continue
         if not isinstance(record, dict):
             stats.corrupt += 1
+            continue
+        if record.get("schema") == EVENT_SCHEMA:
+            stats.events += 1
             continue
         stats.records += 1
         yield record

@@ -32,6 +32,8 @@ from engine.shadow.outcome import ShadowOutcome, shadow_field
 from engine.tensors import DataType
 
 SCHEMA = "engine.request/1"
+EVENT_SCHEMA = "engine.event/1"
+"""A server event in the request log (a rollout's transition), beside the request records."""
 HASH_KEY_ENV = "ENGINE_LOG_HASH_KEY"
 REDACTED: dict[str, Any] = {"redacted": True}
 MAX_ID_CHARS = 256
@@ -238,3 +240,9 @@ def canonical_bytes(array: np.ndarray) -> bytes:
             parts.append(struct.pack("<I", len(raw)) + raw)
         return head + b"".join(parts)
     return head + np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def event_record(event: str, graph: str, **fields: Any) -> dict[str, Any]:
+    """One server event as a request-log line:
+    ``{"schema": "engine.event/1", "time", "event", "graph", ...}``."""
+    return {"schema": EVENT_SCHEMA, "time": rfc3339(time.time_ns()), "event": event, "graph": graph, **fields}

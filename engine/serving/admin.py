@@ -271,7 +271,12 @@ class ServerAdmin:
         if action != "status":
             args = operator_transition(rollout, action)
             await self.control.broadcast("rollout", {"action": "apply", **args}, RELOAD_TIMEOUT_S)
-        view = self.rollouts.view(graph)
+        views = await self.control.broadcast("rollout", {"action": "view", "graph": graph}, READ_TIMEOUT_S)
+        judged = [
+            v for v in views.values() if v.get("judge") and v.get("graph")
+        ]  # the deciding process's view:
+        view = dict(judged[0] if judged else self.rollouts.view(graph))  # its events are the whole server's
+        view.pop("judge", None)
         answer = await self.control.broadcast("rollout", {"action": "counts"}, READ_TIMEOUT_S)
         view["numbers"] = status_numbers(merge_counts(answer.values(), self.rollouts.windows()).get(graph))
         return ShadowReportText(json.dumps(view, sort_keys=True), render_status(view))

@@ -14,7 +14,9 @@ one answer a single process would give:
     feedback  {graph, labels: [[id, row, label], ...]}
                                   -> positions of the labels joined here, by outcome (``join_labels``)
     quality   {graph: "" | NAME}  -> every version's joined pairs (``QualityWindow.state``)
-    rollout   {action: counts}    -> every running rollout's numbers of its step (``Rollout.counts``)
+    rollout   {action: counts}    -> every rollout's numbers of its step (``Rollout.counts``)
+              {action: view, graph}
+                                  -> the rollout as this worker has it, and whether it judges
               {action: apply, graph, candidate, step, status, event, ...}
                                   -> the rollout after a transition (``Rollouts.apply``)
 """
@@ -69,6 +71,8 @@ class ServerOperations:
         if op == "rollout" and self.rollouts is not None:
             if args.get("action") == "counts":
                 return self.rollouts.counts()
+            if args.get("action") == "view":
+                return {**self.rollouts.view(str(args["graph"])), "judge": self.rollouts.persist}
             return self.rollouts.apply(args)
         raise ValueError(f"unknown control operation {op!r}")
 

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,7 @@ class Rollout:
         self.events: list[dict[str, Any]] = []
         self.live = ArmCounts()
         self.cand = ArmCounts()
+        self.step_started = time.monotonic()
         self.comparison: ShadowComparison | None = None
         self._threshold = 0
         self._seq = 0
@@ -143,6 +144,7 @@ class Rollout:
     def begin_step(self, dispatcher: ShadowDispatcher | None) -> None:
         """Fresh counts for the current step; a shadow step binds the candidate as a shadow."""
         self.live, self.cand = ArmCounts(), ArmCounts()
+        self.step_started = time.monotonic()  # a step's ``duration`` counts from here (this process)
         step = self.current
         self._threshold = int(step.weight * 2**32) if step.kind == "canary" else 0
         shadow = None
@@ -154,6 +156,7 @@ class Rollout:
                 rules=parse_rules(self.spec.compare) if self.spec.compare else {},
                 timeout_s=SHADOW_TIMEOUT_S,
             )
+            dispatcher.comparisons.discard(config.graph, config.shadow)  # the step's numbers only
             c = self.candidate
             shadow = dispatcher.bind(
                 config, GraphCandidate(c.name, c.runner.run, c.input_names, c.output_names)
@@ -227,7 +230,9 @@ class Rollouts:
         state_dir: Path | None,
         *,
         persist: bool = True,
+        on_event: Callable[[str, str, dict[str, Any]], object] | None = None,
     ) -> None:
+        self.on_event = on_event  # (event, graph, fields) -> the request log (the persisting process)
         self.repository = repository
         self.dispatcher = dispatcher
         self.state_file = state_dir / STATE_FILE if state_dir is not None else None
@@ -361,6 +366,16 @@ class Rollouts:
             "detail": detail,
         }
         rollout.events.append(entry)
+        if self.persist and self.on_event is not None:  # one event per transition for the whole server
+            fields: dict[str, Any] = {
+                "serving": rollout.serving.version,
+                "candidate": rollout.candidate.version,
+            }
+            fields |= {"step": entry["step"], "status": entry["status"], "detail": detail}
+            try:
+                self.on_event(f"rollout.{event}", rollout.graph, fields)
+            except Exception:  # the request log never decides a rollout
+                log.exception("rollout event not written to the request log")
         if self.persist:  # one line per transition for the whole server
             log.info(
                 "rollout %s v%s -> v%s: %s (step %d, %s)%s",
@@ -406,6 +421,10 @@ class Rollouts:
 def _step_text(step: RolloutStep) -> str:
     if step.kind == "promote":
         return "promote"
-    if step.kind == "shadow":
-        return f"shadow {step.requests} requests"
-    return f"canary {step.weight:.0%} {step.requests} requests"
+    bounds = []
+    if step.requests:
+        bounds.append(f"{step.requests} requests")
+    if step.duration_s:
+        bounds.append(f"{step.duration_s:g}s")
+    head = "shadow" if step.kind == "shadow" else f"canary {step.weight:.0%}"
+    return f"{head} {' + '.join(bounds)}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from engine.serving.control import ControlPlane
 from engine.serving.rollout import RUNNING, Rollouts
@@ -51,7 +52,8 @@ class RolloutDriver:
                 or (rollout.candidate.version, rollout.step) != (numbers.candidate, numbers.step)
             ):
                 continue
-            decision = decide(rollout.spec, rollout.step, numbers)
+            elapsed = time.monotonic() - rollout.step_started
+            decision = decide(rollout.spec, rollout.step, numbers, elapsed)
             if decision is not None:
                 await self.control.broadcast(
                     "rollout", {"action": "apply", **transition(rollout, decision)}, TIMEOUT_S

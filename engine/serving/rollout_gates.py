@@ -77,10 +77,11 @@ def merge_counts(
     return merged
 
 
-def decide(spec: RolloutSpec, step: int, numbers: Merged) -> Decision | None:
+def decide(spec: RolloutSpec, step: int, numbers: Merged, elapsed_s: float = 0.0) -> Decision | None:
     """What the gates say about the current step, from the numbers of every worker; None: keep going.
 
-    No gate judges before the candidate has ``min_requests`` requests in the step (shadow step:
+    ``elapsed_s``: how long the step has run (on the deciding process), for steps with a
+    ``duration``. No gate judges before the candidate has ``min_requests`` requests in the step (shadow step:
     settled shadow runs). Latency is judged on served traffic only (canary steps): shadow runs
     are shed first and run at idle priority, so their timings do not compare. The p99 gate judges
     once each arm has ``P99_MIN_REQUESTS`` requests in the step (fewer, and a p99 is the single
@@ -98,6 +99,7 @@ def decide(spec: RolloutSpec, step: int, numbers: Merged) -> Decision | None:
         summary = None
         n, errors = numbers.cand.requests, numbers.cand.errors
         done = live.requests + numbers.cand.requests >= current.requests
+    done = done and elapsed_s >= current.duration_s  # a step with both bounds lasts until both are reached
     if n < gates.min_requests:
         return None
     if gates.max_error_rate_increase is not None:

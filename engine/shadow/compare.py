@@ -238,6 +238,10 @@ class ShadowComparisons:
     def get(self, graph: str, shadow: str) -> ShadowComparison | None:
         return self._by_key.get((graph, shadow))
 
+    def discard(self, graph: str, shadow: str) -> None:
+        """Forget one comparison (its next ``add`` starts with fresh numbers)."""
+        self._by_key.pop((graph, shadow), None)
+
     def remove_graph(self, graph: str) -> None:
         for key in [k for k in self._by_key if k[0] == graph]:
             del self._by_key[key]

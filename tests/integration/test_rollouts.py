@@ -316,3 +316,31 @@ rollout:
         client.close()
     assert all(len(arms) == 1 for arms in by_key.values()), by_key  # one key, one arm
     assert {arm for arms in by_key.values() for arm in arms} == {"1", "2"}  # both arms took keys
+
+
+def test_each_transition_is_an_event_in_the_request_log(tmp_path: Path) -> None:
+    from engine.observability.log_reader import ReadStats, read_records
+
+    graphs = _repository(tmp_path, _row_sum, GOOD_PLAN)
+    logs = tmp_path / "logs"
+    request_log = {"sink": "jsonl", "directory": str(logs)}
+    with ServerThread(graphs, rollout_state_dir=str(tmp_path / "state"), request_log=request_log) as server:
+        client = triton.InferenceServerClient(server.url)
+        _infer(client, 1)
+        client.close()
+        assert _status(server, "abort")["status"] == "rolled_back"
+    lines = [json.loads(line) for f in sorted(logs.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    events = [
+        (r["event"], r["graph"], r["candidate"], r["status"])
+        for r in lines
+        if r["schema"] == "engine.event/1"
+    ]
+    assert events == [
+        ("rollout.started", "g", "2", "running"),
+        ("rollout.rolled_back", "g", "2", "rolled_back"),
+    ]
+    stats = ReadStats()
+    assert all(
+        r["schema"] == "engine.request/1" for r in read_records(logs, stats)
+    )  # readers pass events over
+    assert stats.events == 2

@@ -31,6 +31,7 @@ rollout:
   steps:
     - shadow: {requests: 200}
     - canary: {weight: 0.05, requests: 300}
+    - canary: {weight: 0.5, duration: 10m}
     - promote
   gates:
     max_error_rate_increase: 0.01
@@ -76,8 +77,10 @@ def test_a_plan_is_read_whole(folder: Path, runtimes: OnnxRuntimeFactory) -> Non
     assert [(s.kind, s.weight, s.requests) for s in spec.rollout.steps] == [
         ("shadow", 0.0, 200),
         ("canary", 0.05, 300),
+        ("canary", 0.5, 0),
         ("promote", 1.0, 0),
     ]
+    assert spec.rollout.steps[2].duration_s == 600.0
     assert spec.rollout.gates == RolloutGates(0.01, 2.0, {"prob": 0.95}, 50)
     assert spec.rollout.compare == {"prob": {"abs_tol": 0.01}}
     assert isinstance(spec.rollout.steps[0], RolloutStep)
@@ -86,7 +89,7 @@ def test_a_plan_is_read_whole(folder: Path, runtimes: OnnxRuntimeFactory) -> Non
 @pytest.mark.parametrize(
     ("old", "new", "fragment", "message"),
     [
-        ("    - promote\n", "", "canary: {weight: 0.05", "the last rollout step must be 'promote'"),
+        ("    - promote\n", "", "canary: {weight: 0.5, duration", "the last rollout step must be 'promote'"),
         (
             "weight: 0.05",
             "weight: 1.5",
@@ -119,6 +122,12 @@ def test_a_plan_is_read_whole(folder: Path, runtimes: OnnxRuntimeFactory) -> Non
             "'min_requests' must be a positive whole number, got the text 'many'",
         ),
         ("    - promote\n", "    - promote\n    - promote\n", "promote", "'promote' must be the last step"),
+        (
+            "canary: {weight: 0.05, requests: 300}",
+            "canary: {weight: 0.05}",
+            "canary: {weight: 0.05}",
+            "'canary' needs 'requests' (a positive whole number) or 'duration' (e.g. 10m)",
+        ),
         (
             "  compare:",
             "  sticky: inputs.user\n  compare:",

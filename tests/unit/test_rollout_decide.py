@@ -71,3 +71,14 @@ def test_every_workers_numbers_add_up_and_a_worker_on_another_step_is_left_out()
     behind = {"g": {**part["g"], "step": 1}}
     merged = merge_counts([behind, part, part], {"g": ("2", 0)})["g"]
     assert (merged.live.requests, merged.cand.requests, merged.cand.errors) == (10, 6, 2)
+
+
+def test_a_step_with_a_duration_lasts_until_both_its_bounds_are_reached() -> None:
+    timed = RolloutSpec(
+        (RolloutStep("canary", 0.5, 100, duration_s=60.0), RolloutStep("promote", 1.0)),
+        RolloutGates(min_requests=10),
+    )
+    numbers = _numbers(_arm(200), _arm(200))
+    assert decide(timed, 0, numbers, elapsed_s=59.0) is None
+    decision = decide(timed, 0, numbers, elapsed_s=60.0)
+    assert decision is not None and decision.action == "promote"

@@ -24,8 +24,8 @@ from engine.graph.values.spec import RolloutGates, RolloutSpec, RolloutStep
 
 ROLLOUT_KEYS = ("steps", "gates", "compare", "sticky")
 STEP_KINDS = ("shadow", "canary", "promote")
-SHADOW_STEP_KEYS = ("requests",)
-CANARY_STEP_KEYS = ("weight", "requests")
+SHADOW_STEP_KEYS = ("requests", "duration")
+CANARY_STEP_KEYS = ("weight", "requests", "duration")
 GATE_KEYS = ("max_error_rate_increase", "max_p99_ratio", "min_agreement", "min_requests")
 
 
@@ -129,11 +129,21 @@ def _step(reader: Reader, kind: str, args: Any, path: YamlPath) -> RolloutStep |
         return None
     reader.check_keys(body, path, keys, f"'{kind}'")
     ok = True
-    requests = body.get("requests")
-    if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
-        where = reader.at.value((*path, "requests")) if "requests" in body else reader.at.key(path)
+    requests = body.get("requests", 0)
+    if "requests" not in body and "duration" not in body:
+        reader.error(
+            reader.at.key(path),
+            f"'{kind}' needs 'requests' (a positive whole number) or 'duration' (e.g. 10m)",
+        )
+        ok = False
+    elif "requests" in body and (isinstance(requests, bool) or not isinstance(requests, int) or requests < 1):
+        where = reader.at.value((*path, "requests"))
         reader.error(where, f"'{kind}' needs 'requests', a positive whole number, got {describe(requests)}")
         ok = False
+    duration = 0.0
+    if "duration" in body:
+        duration = reader.duration(body["duration"], (*path, "duration"), "'duration'") or 0.0
+        ok = ok and duration > 0
     weight = 0.0
     if kind == "canary":
         raw = body.get("weight")
@@ -150,7 +160,7 @@ def _step(reader: Reader, kind: str, args: Any, path: YamlPath) -> RolloutStep |
     if not ok:
         return None
     assert isinstance(requests, int)
-    return RolloutStep(kind, weight, requests, reader.at.key(path))
+    return RolloutStep(kind, weight, requests, reader.at.key(path), duration)
 
 
 def _gates(reader: Reader, raw: Any, path: YamlPath, outputs: list[str]) -> RolloutGates:

@@ -233,12 +233,14 @@ class QualitySpec:
 @dataclass(frozen=True, slots=True)
 class RolloutStep:
     """One step of a ``rollout:`` plan: ``shadow`` (mirrored, not served), ``canary`` (served to
-    ``weight`` of requests) or ``promote``; a step lasts ``requests`` requests of the graph."""
+    ``weight`` of requests) or ``promote``; a step lasts ``requests`` requests of the graph and/or
+    ``duration_s`` seconds."""
 
     kind: str  # shadow | canary | promote
     weight: float = 0.0
-    requests: int = 0
+    requests: int = 0  # 0: not bounded by requests
     pos: Pos = field(default_factory=lambda: Pos(1, 1))
+    duration_s: float = 0.0  # 0: not bounded by time; with both, the step lasts until both are reached
 
 
 @dataclass(frozen=True, slots=True)
