@@ -273,6 +273,8 @@ class GraphRepository:
             settling = time.time_ns() - newest_ns < SETTLE_S * 1e9 or _empty(path)
             if automatic and settling:  # an empty graph.yaml: truncated by a writer about to write
                 results.append(ReloadResult(name, shown, "unchanged"))  # still being written
+                if (name, key) in self._rejected:  # still the rejected version until it settles
+                    rejected[key if key != "*" else ""] = self._rejected[(name, key)][1]
                 if current is None and (name, key) in self._rejected:
                     errors.append(self._rejected[(name, key)][1])
                 continue
@@ -280,6 +282,7 @@ class GraphRepository:
             if automatic and known_bad is not None and known_bad[0] == fingerprint:
                 errors.append(known_bad[1])  # the same broken files: not read (nor logged) again
                 diagnostics.extend(known_bad[2])
+                rejected[key if key != "*" else ""] = known_bad[1]  # its index row stays
                 results.append(ReloadResult(name, shown, "unchanged", known_bad[1]))
                 continue
             try:
