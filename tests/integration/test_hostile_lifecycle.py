@@ -63,7 +63,9 @@ def test_a_second_signal_ends_the_drain_at_once_counting_what_it_abandoned(
             proxy_loop.soon(proxy.resume)
     engine.stop()
     assert took < GRACE_S / 2, engine.log  # not the grace: the second signal ended it
-    engine.wait_for(ABANDONED, count=workers)  # every worker says what it abandoned: 2 in all
+    # Each worker still draining says what it abandoned: 2 in all. (Both calls may land on one
+    # worker; another with nothing in flight can finish its drain before the second signal.)
+    engine.wait_for(ABANDONED)
     assert sum(int(m.group(1)) for m in map(ABANDONED.search, engine.lines) if m) == 2, engine.log
     assert "stopped" in engine.log
 
