@@ -131,7 +131,7 @@ def test_a_real_prometheus_scrapes_engine_serve_and_loads_the_rules(
     port, metrics_port, prom_port = free_port(), free_port(), free_port()
     engine = EngineProcess(
         str(example_graphs), "--port", str(port), "--metrics-port", str(metrics_port),
-        "--request-log", str(tmp_path / "logs"),
+        "--request-log", str(tmp_path / "logs"), "--workers", "1",  # one: serving_port() waits for one
     )  # fmt: skip
     config = tmp_path / "prometheus.yml"
     shutil.copy(RULES, tmp_path / RULES.name)
