@@ -716,7 +716,7 @@ async def serve(settings: ServeSettings) -> None:
 
 def run(settings: ServeSettings) -> None:
     """Entry point for one server process, on uvloop when available and wanted."""
-    from engine.cli.log_format import setup_logging
+    from engine.logging_setup import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
     loop_factory = None

@@ -42,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
         if settings.port == 0:
             print("engine serve: --workers > 1 needs a fixed --port", file=sys.stderr)
             return 2
-        from engine.cli.log_format import setup_logging
+        from engine.logging_setup import setup_logging
 
         setup_logging(settings.log_level, settings.log_format)
         from engine.fleet.supervisor import run_supervisor

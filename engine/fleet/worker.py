@@ -133,7 +133,7 @@ async def _main() -> int:
 
 
 def _setup_logging(settings: ServeSettings) -> None:
-    from engine.cli.log_format import setup_logging
+    from engine.logging_setup import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from engine.cli.log_format import JsonFormatter
+from engine.logging_setup import JsonFormatter
 from engine.serving.failure import CURRENT_REQUEST_ID
 from tests.integration.test_lifecycle import EngineProcess
 
