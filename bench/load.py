@@ -85,12 +85,19 @@ async def drive(
         await asyncio.gather(*(caller() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
         cpu1 = os.times()
-    lat = np.array(latencies, dtype=np.float64) / 1e6
+    return summary(latencies, errors, elapsed, cpu0, cpu1)
+
+
+def summary(
+    latencies_ns: list[int], errors: int, elapsed: float, cpu0: os.times_result, cpu1: os.times_result
+) -> dict[str, float | int | None]:
+    """One measurement as every driver reports it (the JSON line bench.run reads)."""
+    lat = np.array(latencies_ns, dtype=np.float64) / 1e6
     return {
-        "requests": len(latencies),
+        "requests": len(latencies_ns),
         "errors": errors,
         "seconds": elapsed,
-        "rps": len(latencies) / elapsed,
+        "rps": len(latencies_ns) / elapsed,
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
         "client_cpu": (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed,

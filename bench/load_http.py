@@ -15,7 +15,7 @@ import json
 import os
 import time
 
-import numpy as np
+from bench.load import summary
 
 
 def http_request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -66,16 +66,7 @@ async def drive(
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
     cpu1 = os.times()
-    lat = np.array(latencies, dtype=np.float64) / 1e6
-    return {
-        "requests": len(latencies),
-        "errors": errors,
-        "seconds": elapsed,
-        "rps": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
-        "client_cpu": (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed,
-    }
+    return summary(latencies, errors, elapsed, cpu0, cpu1)
 
 
 def main() -> None:
