@@ -15,7 +15,6 @@ again). Nodes must not write into input arrays in place. BYTES tensors become
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -33,25 +32,18 @@ from engine.protocol.codec_tables import (
     CodecLimits,
 )
 from engine.protocol.generated.inference import grpc_service_pb2 as pb
+from engine.serving.shapes import checked_shape, shape_text
 from engine.tensors import DataType, TensorSpec
 
 _LENGTH = struct.Struct("<I")
 SHM_PARAMETER = "shared_memory_region"
 _NAME_CLIP = 100
-_SHAPE_CLIP = 8
 _LIST_CLIP = 10
 
 
 def clip_name(name: str) -> str:
     """A client-supplied name, shortened so status messages stay small."""
     return name if len(name) <= _NAME_CLIP else name[:_NAME_CLIP] + "…"
-
-
-def _shape_text(shape: Sequence[int]) -> str:
-    dims = [str(d) for d in shape[:_SHAPE_CLIP]]
-    if len(shape) > _SHAPE_CLIP:
-        dims.append(f"… ({len(shape)} dims)")
-    return "[" + ", ".join(dims) + "]"
 
 
 def names_text(names: Sequence[str]) -> str:
@@ -147,30 +139,7 @@ def _checked_shape(
             name, f"datatype '{clip_name(tensor.datatype)}' does not match the declared {spec.datatype.value}"
         )
     shape = tuple(tensor.shape)
-    if len(shape) != len(spec.shape):
-        raise TensorError(
-            name,
-            f"shape {_shape_text(shape)} has rank {len(shape)} but the declared shape "
-            f"{spec.shape_text()} has rank {len(spec.shape)}",
-        )
-    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
-        if got < 0:
-            raise TensorError(name, f"shape {_shape_text(shape)} has a negative dimension at axis {axis}")
-        if want != -1 and got != want:
-            raise TensorError(
-                name,
-                f"shape {_shape_text(shape)} has {got} at axis {axis} but the declared shape "
-                f"{spec.shape_text()} needs {want}",
-            )
-        if got > limits.max_elements:
-            raise TensorError(
-                name, f"dimension {got} at axis {axis} is above the limit of {limits.max_elements} elements"
-            )
-    count = math.prod(shape)
-    if count > limits.max_elements:
-        raise TensorError(
-            name, f"shape {_shape_text(shape)} has {count} elements, above the limit of {limits.max_elements}"
-        )
+    count = checked_shape(name, shape, spec, limits.max_elements)
     return shape, count
 
 
@@ -182,7 +151,7 @@ def _decode_raw(spec: TensorSpec, data: bytes, shape: tuple[int, ...], count: in
     if len(data) != want:
         raise TensorError(
             spec.name,
-            f"raw contents are {len(data)} bytes but shape {_shape_text(shape)} of "
+            f"raw contents are {len(data)} bytes but shape {shape_text(shape)} of "
             f"{spec.datatype.value} needs {want} bytes ({count} x {wire.itemsize})",
         )
     array = np.frombuffer(data, dtype=wire)
@@ -256,9 +225,9 @@ def _decode_typed(
     values = getattr(tensor.contents, field)
     if len(values) != count:
         if not typed:
-            raise TensorError(name, f"has no data: shape {_shape_text(shape)} needs {count} values")
+            raise TensorError(name, f"has no data: shape {shape_text(shape)} needs {count} values")
         raise TensorError(
-            name, f"has {len(values)} values in '{field}' but shape {_shape_text(shape)} needs {count}"
+            name, f"has {len(values)} values in '{field}' but shape {shape_text(shape)} needs {count}"
         )
     if spec.datatype is DataType.BYTES:
         return np.fromiter(values, dtype=object, count=count).reshape(shape)

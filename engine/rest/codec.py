@@ -19,7 +19,6 @@ status table answers 400. Shapes and sizes are checked before any array is alloc
 from __future__ import annotations
 
 import json
-import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any, Final
 import numpy as np
 
 from engine.errors import InvalidRequest, TensorError, Unimplemented
+from engine.serving.shapes import checked_shape
 from engine.tensors import DataType, TensorSpec
 
 _LENGTH = struct.Struct("<I")
@@ -190,26 +190,7 @@ def _checked_shape(
     ):
         raise TensorError(name, "'shape' must be a list of integers")
     shape = tuple(raw_shape)
-    if len(shape) != len(spec.shape):
-        raise TensorError(
-            name,
-            f"shape {clip(list(shape))} has rank {len(shape)} but the declared shape "
-            f"{spec.shape_text()} has rank {len(spec.shape)}",
-        )
-    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
-        if got < 0:
-            raise TensorError(name, f"shape {clip(list(shape))} has a negative dimension at axis {axis}")
-        if want != -1 and got != want:
-            raise TensorError(
-                name,
-                f"shape {clip(list(shape))} has {got} at axis {axis} but the declared shape "
-                f"{spec.shape_text()} needs {want}",
-            )
-        if got > limits.max_elements:
-            raise TensorError(name, f"dimension {got} is above the limit of {limits.max_elements} elements")
-    count = math.prod(shape)
-    if count > limits.max_elements:
-        raise TensorError(name, f"{count} elements is above the limit of {limits.max_elements}")
+    count = checked_shape(name, shape, spec, limits.max_elements)
     return shape, count
 
 
