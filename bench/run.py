@@ -88,6 +88,7 @@ class Scenario:
     metrics_port: int = 0  # when set: read the server's batch sizes after each measurement
     driver: str = "unary"  # unary | stream (bench.load) | http (bench.load_http)
     http: bytes = b""  # the HTTP request bench.load_http sends (driver "http")
+    refused: str = "retry"  # what a unary caller does when refused: retry at once, or back-off
 
 
 def _free_port() -> int:
@@ -394,6 +395,8 @@ def _load_command(scenario: Scenario, url: str, http_port: int, concurrency: int
         payload,
         "--mode",
         scenario.driver,
+        "--refused",
+        scenario.refused,
         *common,
     ]
 

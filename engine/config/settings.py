@@ -95,9 +95,10 @@ class ServeSettings:
     )
     max_pending_rpcs: int = setting(
         0,
-        "calls gRPC may hold before the server picks them up; beyond it gRPC answers RESOURCE_EXHAUSTED "
-        "at once, in its C core, without the request being read or the event loop woken (a flood "
-        "queues there, unseen by admission, when calls are cheap); 0 = gRPC's default (1000)",
+        "calls gRPC may hold before the server picks them up (a flood of cheap calls queues there, "
+        "unseen by admission); beyond it gRPC's C core refuses a call at once, unread, answering "
+        "CANCELLED with no retry pushback (docs/deploy.md); keep it well above max_concurrency; "
+        "0 = gRPC's default (1000)",
     )
     health_port: int = setting(
         -1,
