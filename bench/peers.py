@@ -8,7 +8,8 @@ driven by the same closed-loop load generator (``bench.load``), pinned as in ``m
   and the same floor on asyncio's loop and on grpc's thread-pool server (``floor-echo-sync``,
   ``floor-mlp-sync`` with the model): the transports the engine could be built on;
 * ``engine-mlp`` / ``engine-chain2``: this engine, the model alone and the model followed by
-  ``sigmoid`` in an expression node;
+  ``sigmoid`` in an expression node; the ``-threads`` rows are the same inference core behind
+  grpc's thread-pool server (``bench/engine_threads.py``): the transport compared on the graphs;
 * ``triton-mlp`` / ``triton-chain2``: Triton (the ``tritonserver`` binary of the
   ``nvidia-pytriton`` wheel) with a python-backend model running onnxruntime, and an ensemble
   of that model and a python-backend sigmoid;
@@ -222,6 +223,9 @@ def scenarios(folder: Path, port: int, http_port: int) -> list[Scenario]:
     floor = [sys.executable, "-m", "bench.floor_server", "--port", str(port), "--model", str(MLP)]
     echo, mlp, chain = (_request(name, {"x": x}) for name in ("echo", "mlp", "chain2"))
     mlserver_command = [str(PEERS_VENV / "bin" / "mlserver"), "start", str(mlserver)]
+    threads = [
+        sys.executable, "-m", "bench.engine_threads", str(graphs), "--port", str(port), "--threads", "16",
+    ]  # fmt: skip
     return [
         Scenario("floor-echo", [*floor, "--mode", "echo"], echo, "bare grpc.aio on uvloop, no model"),
         Scenario(
@@ -243,6 +247,10 @@ def scenarios(folder: Path, port: int, http_port: int) -> list[Scenario]:
         ),
         Scenario("engine-mlp", engine, mlp, "this engine, one-model graph"),
         Scenario(
+            "engine-mlp-threads", threads, mlp,
+            "this engine's core behind grpc.server, 16 threads (bench/engine_threads.py)",
+        ),
+        Scenario(
             "engine-mlp-stream", engine, mlp, "this engine, one-model, ModelStreamInfer", driver="stream"
         ),
         Scenario(
@@ -255,6 +263,9 @@ def scenarios(folder: Path, port: int, http_port: int) -> list[Scenario]:
             (("PYTHONPATH", str(mlserver)),),
         ),
         Scenario("engine-chain2", engine, chain, "this engine, model + sigmoid expression"),
+        Scenario(
+            "engine-chain2-threads", threads, chain, "this engine's core behind grpc.server, model + sigmoid"
+        ),
         Scenario("triton-chain2", triton, chain, "Triton ensemble of the same two steps", triton_env),
     ]  # fmt: skip
 
@@ -284,6 +295,8 @@ def report(rows: list[dict[str, object]]) -> str:
         ("engine-mlp", "triton-mlp"), ("engine-mlp-stream", "triton-mlp"),
         ("engine-mlp-http-binary", "triton-mlp"),
         ("engine-mlp", "mlserver-mlp"), ("engine-chain2", "triton-chain2"),
+        ("engine-mlp-threads", "engine-mlp"), ("engine-chain2-threads", "engine-chain2"),
+        ("floor-echo-sync", "floor-echo"), ("engine-chain2", "engine-mlp"),
     ):  # fmt: skip
         a, b = pick(mine, hi), pick(theirs, hi)
         if a and b:

@@ -75,6 +75,10 @@ class _SharedSession:
     users: int = 0
 
 
+class RunTerminated(Exception):
+    """A pool run stopped by its ``terminate`` flag: nobody awaits its answer any more."""
+
+
 class OnnxModel:
     """One loaded ONNX model (``ModelRuntime``). Built by ``OnnxRuntimeFactory.load``."""
 
@@ -168,6 +172,8 @@ class OnnxModel:
             feed = dict(zip(self._input_names, inputs, strict=True))
             outputs = session.run(self._output_names, feed, options or self._run_options)
         except Exception as exc:
+            if options is not None and options.terminate:  # stopped on purpose: counted, not logged
+                raise RunTerminated(f"model '{self._name}': run stopped, its caller gave up") from None
             raise translate_run_error(exc, self._name) from exc
         return self._checked(outputs, inputs)
 

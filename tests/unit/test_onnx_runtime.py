@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -267,7 +268,9 @@ def _pool_thread_in_run_sync() -> bool:
     return False
 
 
-async def test_a_cancelled_pool_run_is_terminated_not_left_running(tmp_path: Path, factory) -> None:
+async def test_a_cancelled_pool_run_is_terminated_not_left_running(
+    tmp_path: Path, factory, caplog: pytest.LogCaptureFixture
+) -> None:
     # Warm-up (1 and 64 rows) takes milliseconds; 4096 rows take many seconds, unless stopped.
     slow = factory.load(
         slow_model(tmp_path / "s.onnx", width=1024, depth=100), ModelOptions(execution="pool")
@@ -285,5 +288,7 @@ async def test_a_cancelled_pool_run_is_terminated_not_left_running(tmp_path: Pat
     while slow.terminated == 0 and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     assert slow.terminated == 1 and factory.terminated_runs == 1  # stopped at a node boundary
+    # Stopped on purpose: counted, not logged as an onnxruntime error (a shed shadow does this often).
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     (y,) = (await slow.run([x[:2]])).outputs  # the session is fine afterwards: the flag was that run's own
     assert y.shape == (2, 1024) and np.isfinite(y).all()
