@@ -167,15 +167,39 @@ def test_shed_calls_are_recorded_and_records_are_capped(tmp_path: Path, example_
 CAP = 256 * 1024  # request_log.max_record_bytes in the test below (the default is 1 MiB)
 
 
-@pytest.mark.parametrize("sink", ["jsonl", "parquet"])
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """A CloudEvents receiver that keeps every body it is sent."""
+
+    protocol_version = "HTTP/1.1"
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:
+        _Collector.bodies.append(self.rfile.read(int(self.headers["content-length"])))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("sink", ["jsonl", "parquet", "cloudevents"])
 def test_a_record_over_max_record_bytes_has_its_largest_tensors_summarised(
     graphs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], sink: str
 ) -> None:
     graph = graphs / "quickstart" / "graph.yaml"  # every node's outputs, and whole tensors
     graph.write_text(graph.read_text() + "  nodes: true\n  max_tensor_elements: 1000000\n")
     directory = tmp_path / "capped-logs"
-    config = {"sink": sink, "directory": str(directory), "flush_interval_s": 0.01, "max_record_bytes": CAP}
-    rows = 5000  # x is 20,000 floats: its JSON alone is ~400 KB; the whole record ~1.3 MB
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    _Collector.bodies = []
+    where = (
+        {"url": f"http://127.0.0.1:{receiver.server_address[1]}/"}
+        if sink == "cloudevents"
+        else {"directory": str(directory)}
+    )
+    config = {"sink": sink, **where, "flush_interval_s": 0.01, "max_record_bytes": CAP}
+    rows = 5000  # x is 20,000 floats: its JSON alone is ~400 KB; the whole record ~1.2 MB
     with ServerThread(graphs, request_log=config) as server:
         client = triton.InferenceServerClient(server.url)
         x = triton.InferInput("x", [rows, 4], "FP32")
@@ -187,9 +211,14 @@ def test_a_record_over_max_record_bytes_has_its_largest_tensors_summarised(
         assert server.server is not None and server.server.request_log is not None
         assert server.server.request_log.counters()["truncated"] == 1
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics").read()
+    receiver.shutdown()
     assert b"engine_request_log_truncated_records_total 1.0" in metrics
 
-    records = {r["id"]: r for r in read_records(directory)}
+    if sink == "cloudevents":
+        assert max(len(body) for body in _Collector.bodies) <= CAP  # what the receiver was sent
+        records = {r["id"]: r for r in map(json.loads, _Collector.bodies)}
+    else:
+        records = {r["id"]: r for r in read_records(directory)}
     big, small = records["big"], records["small"]
     assert "truncated" not in small and small["inputs"]["x"]["data"] == [[0.0] * 4]
     assert len(encode_line(big)) <= CAP  # as the JSON Lines sink writes it
@@ -224,6 +253,8 @@ def test_a_record_over_max_record_bytes_has_its_largest_tensors_summarised(
         ("embed", "clipped", "classify"), rows
     )
 
+    if sink == "cloudevents":
+        return
     capsys.readouterr()  # the readers take such a record like any other
     assert cli.main(["logs", "query", str(directory), "--id", "big", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["truncated"] == big["truncated"]
