@@ -43,6 +43,7 @@ from typing import Any
 
 from engine.config import ServeSettings
 from engine.fleet.channel import Message, answer_to_json, part_from_json, receive, send
+from engine.fleet.malloc import with_huge_pages
 from engine.serving.control import MUTATING, Answer, Part
 
 log = logging.getLogger("engine.fleet")
@@ -149,12 +150,14 @@ class Supervisor:
                     worker.process.send_signal(signal.SIGTERM)
 
     async def _spawn(self, worker: _Worker) -> None:
-        env = {
-            **os.environ,
-            SOCKET_ENV: str(self.socket_path),
-            WORKER_ENV: str(worker.index),
-            UVLOOP_ENV: "1" if self.settings.uvloop else "0",
-        }
+        env = with_huge_pages(  # so freeing a replaced model's weights does not hold the loop
+            {
+                **os.environ,
+                SOCKET_ENV: str(self.socket_path),
+                WORKER_ENV: str(worker.index),
+                UVLOOP_ENV: "1" if self.settings.uvloop else "0",
+            }
+        )
         worker.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "engine.fleet.worker", env=env
         )

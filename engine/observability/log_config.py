@@ -11,7 +11,7 @@ from engine.observability.log_sinks import JsonlSink
 from engine.observability.request_log import RequestLog, RequestLogSink
 
 SINKS = ("jsonl", "cloudevents", "parquet")
-PIPELINE_KEYS = ("queue_size", "batch_size", "flush_interval_s")
+PIPELINE_KEYS = ("queue_size", "batch_size", "flush_interval_s", "max_record_bytes")
 RECORDER_KEYS = ("shadow_wait_s",)
 """Settings of the recorder in front of the pipeline (``recorder_options``)."""
 SINK_KEYS: dict[str, tuple[str, ...]] = {
@@ -24,7 +24,8 @@ SINK_KEYS: dict[str, tuple[str, ...]] = {
 def sink_from_config(config: Mapping[str, Any]) -> RequestLogSink:
     """The sink a ``request_log:`` mapping declares (``sink: jsonl`` by default); ValueError when invalid.
 
-    The pipeline keys (``queue_size``, ``batch_size``, ``flush_interval_s``) are allowed and ignored here.
+    The pipeline keys (``queue_size``, ``batch_size``, ``flush_interval_s``, ``max_record_bytes``)
+    are allowed and ignored here.
     """
     kind = config.get("sink", "jsonl")
     if kind not in SINKS:
@@ -80,7 +81,10 @@ def request_log_from_config(config: Mapping[str, Any]) -> RequestLog:
     sink = sink_from_config(config)
     recorder_options(config)  # checked here too, so every mistake shows at startup
     pipeline = {k: config[k] for k in PIPELINE_KEYS if k in config}
-    _types(pipeline, {"queue_size": int, "batch_size": int, "flush_interval_s": float})
+    _types(
+        pipeline,
+        {"queue_size": int, "batch_size": int, "flush_interval_s": float, "max_record_bytes": int},
+    )
     return RequestLog(sink, **pipeline)
 
 

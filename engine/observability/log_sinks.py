@@ -29,7 +29,6 @@ synced when a file is created or rotated).
 from __future__ import annotations
 
 import gzip as gzip_module
-import json
 import os
 import shutil
 import time
@@ -38,15 +37,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from engine.observability.record_cap import encode_line
 from engine.observability.request_log import SinkWriteError
 
 FSYNC_POLICIES = ("none", "batch", "always")
 YIELD_EVERY = 4
 """Records encoded between two GIL hand-backs on the sink thread."""
-
-
-def encode_line(record: Mapping[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
 def file_time(time_ns: int) -> str:

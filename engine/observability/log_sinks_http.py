@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from engine.observability.log_sinks import encode_line
+from engine.observability.record_cap import encode_line
 from engine.observability.request_log import SinkWriteError
 
 CE_TYPE = "org.graph-engine.request.v1"

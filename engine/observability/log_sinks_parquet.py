@@ -4,7 +4,9 @@ One file per batch, written to ``NAME.parquet.tmp`` and renamed, so a reader
 never sees a partial file. Scalar fields are columns of their own (``time`` a
 UTC timestamp in microseconds, ``latency_us`` an int64); ``models``,
 ``inputs``, ``nodes``, ``branches``, ``outputs``, ``features`` and ``shadow``
-are JSON text columns holding exactly what the JSON Lines record holds.
+are JSON text columns holding exactly what the JSON Lines record holds; so is ``truncated``
+(the tensors summarised to fit ``max_record_bytes``), null and left out when read back for a
+record that has none.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ TEXT_COLUMNS = (
     "sampled_because",
     "protocol",
 )
-JSON_COLUMNS = ("models", "inputs", "nodes", "branches", "outputs", "features", "shadow")
+JSON_COLUMNS = ("models", "inputs", "nodes", "branches", "outputs", "features", "shadow", "truncated")
+OPTIONAL_COLUMNS = frozenset({"truncated"})
+"""Columns a JSON Lines record has only sometimes: left out of a record read back when null."""
 
 
 def require_pyarrow() -> Any:
@@ -82,6 +86,8 @@ def read_parquet(path: str | Path) -> list[dict[str, Any]]:
     for row in table.to_pylist():
         record: dict[str, Any] = {}
         for key, value in row.items():
+            if value is None and key in OPTIONAL_COLUMNS:
+                continue
             if key in JSON_COLUMNS:
                 record[key] = None if value is None else json.loads(value)
             elif key == "time" and isinstance(value, datetime):

@@ -60,7 +60,7 @@ class EngineSnapshot:
     in_flight: int = 0
     pool_queue_depth: int = 0
     pool_runs_terminated: int = 0
-    request_log: Mapping[str, int] = field(default_factory=dict)  # written/dropped/failed/pending
+    request_log: Mapping[str, int] = field(default_factory=dict)  # written/dropped/failed/pending/truncated
     shed: Mapping[str, int] = field(default_factory=dict)  # admission rejections by reason
     admission_queue_depth: int = 0
     shadows: ShadowReport | None = None  # every shadow's numbers so far (engine.shadow)
@@ -214,6 +214,12 @@ class EngineCollector(Collector):
         for outcome in ("written", "dropped", "failed"):
             records.add_metric([outcome], snap.request_log.get(outcome, 0))
         yield records
+        yield CounterMetricFamily(
+            "engine_request_log_truncated_records",
+            "Request-log records whose largest tensors were summarised to fit max_record_bytes (each "
+            "also counted in engine_request_log_records_total); 0 without a sink",
+            value=snap.request_log.get("truncated", 0),
+        )
         yield GaugeMetricFamily(
             "engine_request_log_queue_depth",
             "Records waiting to be written",

@@ -8,10 +8,14 @@ fill) and hands each batch to the sink on the log's own daemon thread, so a
 sink that blocks on disk or network, stalls or raises never blocks the event
 loop, ``submit``, or the process's exit.
 
+Before the sink sees a record it is held to ``max_record_bytes`` (``record_cap``: its largest
+tensors summarised until its JSON line fits), on the same thread.
+
 Accounting: every submitted record ends in exactly one counter —
 ``written`` (the sink accepted it), ``failed`` (the sink raised for it) or
 ``dropped`` (queue full, not running, or still unwritten when ``close``'s
-timeout ran out) — or is still ``pending``.
+timeout ran out) — or is still ``pending``. ``truncated`` counts, besides, the records
+that were cut to fit ``max_record_bytes``.
 
 Sinks (``RequestLogSink``) are plain synchronous objects; the real ones are in
 ``engine.observability.log_sinks``; ``MemorySink`` here is the test double.
@@ -29,6 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from engine.interfaces import NodeEvent, Observer
+from engine.observability.record_cap import cap_record
 from engine.observability.request_record import SCHEMA, build_record, hash_key_from_env
 
 __all__ = [
@@ -47,6 +52,10 @@ T = TypeVar("T")
 Record = dict[str, Any]
 Deferred = Callable[[], Record]
 """A record still to be built: built on the sink thread, never on the event loop (``submit``)."""
+MAX_RECORD_BYTES = 1024 * 1024
+"""Default largest record, as a JSON line (``request_log.max_record_bytes``; 0 = no cap)."""
+MIN_RECORD_BYTES = 1024
+"""Smallest cap accepted: a record's fixed fields alone take a few hundred bytes."""
 
 
 class SinkWriteError(Exception):
@@ -145,16 +154,24 @@ class RequestLog:
         queue_size: int = 10_000,
         batch_size: int = 32,
         flush_interval_s: float = 0.2,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         if queue_size < 1 or batch_size < 1 or flush_interval_s < 0:
             raise ValueError("request log: queue_size and batch_size must be >= 1, flush_interval_s >= 0")
+        if max_record_bytes and max_record_bytes < MIN_RECORD_BYTES:
+            raise ValueError(
+                f"request_log: 'max_record_bytes' must be 0 (no cap) or at least {MIN_RECORD_BYTES}, "
+                f"got {max_record_bytes}"
+            )
         self.sink = sink
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
+        self.max_record_bytes = max_record_bytes
         self.written = 0
         self.dropped = 0
         self.failed = 0
+        self.truncated = 0  # counted on the sink thread, its only writer
         self.last_error = ""
         self._pending: deque[Record | Deferred] = deque()
         self._inflight: Sequence[Record | Deferred] = ()
@@ -171,12 +188,14 @@ class RequestLog:
         return len(self._pending) + len(self._inflight)
 
     def counters(self) -> dict[str, int]:
-        """``written``, ``dropped``, ``failed``, ``pending`` (for metrics and health details)."""
+        """``written``, ``dropped``, ``failed``, ``pending``, and ``truncated`` (records cut to fit
+        ``max_record_bytes``, also in one of the others) for metrics and health details."""
         return {
             "written": self.written,
             "dropped": self.dropped,
             "failed": self.failed,
             "pending": self.pending,
+            "truncated": self.truncated,
         }
 
     def submit(self, record: Record | Deferred) -> bool:
@@ -242,18 +261,20 @@ class RequestLog:
         self._thread.stop()
 
     def _build_and_write(self, batch: Sequence[Record | Deferred]) -> None:
-        """On the sink thread: build the deferred records of ``batch``, then write them all."""
+        """On the sink thread: build the deferred records of ``batch``, hold each to
+        ``max_record_bytes``, then write them all."""
         records: list[Record] = []
         unbuilt = 0
         for item in batch:
-            if not callable(item):
-                records.append(item)
-                continue
             try:
-                records.append(item())
+                record, cut = cap_record(item() if callable(item) else item, self.max_record_bytes)
             except Exception:  # a record we cannot build is counted, never raised into serving
                 unbuilt += 1
                 log.exception("request log: could not build a record")
+                continue
+            if cut:
+                self.truncated += 1
+            records.append(record)
         try:
             if records:
                 self.sink.write(records)

@@ -78,3 +78,18 @@ def heavy_model(path: Path, megabytes: int) -> Path:
         [weights],
         opset=13,
     )
+
+
+def weights_model(path: Path, megabytes: int) -> Path:
+    """x INT64 [N] -> y FP32 [N, 1024]: rows of a ``megabytes`` MB table W (Gather). Unlike
+    ``heavy_model`` nothing folds away at load: the session holds all of W while it is loaded."""
+    rows = megabytes * 256  # a row of 1024 floats is 4 KiB
+    table = numpy_helper.from_array(np.full((rows, 1024), 1e-3, np.float32), "W")
+    return _save(
+        path,
+        [helper.make_node("Gather", ["W", "x"], ["y"], axis=0)],
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["N"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1024])],
+        [table],
+        opset=13,
+    )

@@ -8,6 +8,7 @@ import json
 import shutil
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +18,8 @@ import pytest
 import tritonclient.grpc as triton
 
 from engine import cli
+from engine.observability.log_reader import read_records
+from engine.observability.record_cap import encode_line
 from tests.adapters.proxy import stalling_store
 from tests.integration.held_graph import held_inputs, held_repository
 from tests.server_thread import ServerThread
@@ -159,6 +162,104 @@ def test_shed_calls_are_recorded_and_records_are_capped(tmp_path: Path, example_
     assert big["id"] == "x" * 256
     assert big["inputs"]["k"]["truncated"] and big["inputs"]["k"]["element_bytes"] == 5_000_000
     assert max(len(line) for line in lines) < 20_000  # not a 5 MB line
+
+
+CAP = 256 * 1024  # request_log.max_record_bytes in the test below (the default is 1 MiB)
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """A CloudEvents receiver that keeps every body it is sent."""
+
+    protocol_version = "HTTP/1.1"
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:
+        _Collector.bodies.append(self.rfile.read(int(self.headers["content-length"])))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("sink", ["jsonl", "parquet", "cloudevents"])
+def test_a_record_over_max_record_bytes_has_its_largest_tensors_summarised(
+    graphs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], sink: str
+) -> None:
+    graph = graphs / "quickstart" / "graph.yaml"  # every node's outputs, and whole tensors
+    graph.write_text(graph.read_text() + "  nodes: true\n  max_tensor_elements: 1000000\n")
+    directory = tmp_path / "capped-logs"
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    _Collector.bodies = []
+    where = (
+        {"url": f"http://127.0.0.1:{receiver.server_address[1]}/"}
+        if sink == "cloudevents"
+        else {"directory": str(directory)}
+    )
+    config = {"sink": sink, **where, "flush_interval_s": 0.01, "max_record_bytes": CAP}
+    rows = 5000  # x is 20,000 floats: its JSON alone is ~400 KB; the whole record ~1.2 MB
+    with ServerThread(graphs, request_log=config) as server:
+        client = triton.InferenceServerClient(server.url)
+        x = triton.InferInput("x", [rows, 4], "FP32")
+        x.set_data_from_numpy(np.random.default_rng(7).random((rows, 4), dtype=np.float32))
+        client.infer("quickstart", [x], request_id="big")
+        _call(server, "small")
+        client.close()
+        _written(server, 2)
+        assert server.server is not None and server.server.request_log is not None
+        assert server.server.request_log.counters()["truncated"] == 1
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics").read()
+    receiver.shutdown()
+    assert b"engine_request_log_truncated_records_total 1.0" in metrics
+
+    if sink == "cloudevents":
+        assert max(len(body) for body in _Collector.bodies) <= CAP  # what the receiver was sent
+        records = {r["id"]: r for r in map(json.loads, _Collector.bodies)}
+    else:
+        records = {r["id"]: r for r in read_records(directory)}
+    big, small = records["big"], records["small"]
+    assert "truncated" not in small and small["inputs"]["x"]["data"] == [[0.0] * 4]
+    assert len(encode_line(big)) <= CAP  # as the JSON Lines sink writes it
+    if sink == "jsonl":
+        assert max(len(line) for f in directory.glob("*.jsonl") for line in f.read_bytes().splitlines()) < CAP
+    # Named by their policy paths; the largest went first, and only as many as it took.
+    assert big["truncated"][0] == "inputs.x"
+    tensors = {
+        **{f"inputs.{k}": v for k, v in big["inputs"].items()},
+        **{f"outputs.{k}": v for k, v in big["outputs"].items()},
+        **{f"{n}.{k}": v for n, e in big["nodes"].items() for k, v in e["outputs"].items()},
+    }
+    cut = {path: tensors[path] for path in big["truncated"]}
+    kept = {path: t for path, t in tensors.items() if path not in cut}
+    assert cut["inputs.x"] == {
+        "datatype": "FP32",
+        "shape": [rows, 4],
+        "truncated": True,
+        "elements": rows * 4,
+        "bytes": cut["inputs.x"]["bytes"],
+    }
+    assert cut["inputs.x"]["bytes"] > CAP
+    assert kept, "everything was summarised: the cap should have left room for something"
+    smallest_cut = min(t["bytes"] for t in cut.values())
+    for path, tensor in kept.items():
+        assert len(tensor["data"]) == rows, path  # whole: every row is still there
+        assert len(encode_line(tensor)) - 1 <= smallest_cut, path
+    # The rest of the record is as it would have been.
+    assert (big["graph"], big["version"], big["status"], big["error"]) == ("quickstart", "1", "OK", "")
+    assert set(big["models"]) == {"embed", "classify"} and big["sampled_because"] == "sample"
+    assert {n: e["rows"] for n, e in big["nodes"].items()} == dict.fromkeys(
+        ("embed", "clipped", "classify"), rows
+    )
+
+    if sink == "cloudevents":
+        return
+    capsys.readouterr()  # the readers take such a record like any other
+    assert cli.main(["logs", "query", str(directory), "--id", "big", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["truncated"] == big["truncated"]
+    assert cli.main(["shadow", "report", "--from", str(directory)]) == 0
+    assert "2 records read" in capsys.readouterr().err
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):

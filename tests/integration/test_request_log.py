@@ -72,7 +72,7 @@ def test_every_request_is_recorded_with_its_fields(graphs: Path, tmp_path: Path)
         client.close()
         request_log = server.server.request_log
     # Stopping the server flushed the queue.
-    assert request_log.counters() == {"written": 5, "dropped": 0, "failed": 0, "pending": 0}
+    assert request_log.counters() == {"written": 5, "dropped": 0, "failed": 0, "pending": 0, "truncated": 0}
     raw = b"".join(p.read_bytes() for p in logs.rglob("*") if p.is_file())
     assert b"31337" not in raw  # redacted values never reach the sink
 

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from engine.observability.log_config import request_log_from_config
 from engine.observability.log_sinks import JsonlSink, file_time
+from engine.observability.record_cap import encode_line
 from engine.observability.request_log import MemorySink, RequestLog, SinkWriteError
 
 N = 10_000
@@ -155,6 +157,49 @@ async def test_jsonl_on_a_full_disk_fails_records_but_not_submit(tmp_path: Path)
     _accounted(log, N)
 
 
-def test_settings_are_checked() -> None:
+def _tensor(n: int) -> dict[str, Any]:
+    return {"datatype": "FP32", "shape": [n], "data": [0.125] * n}
+
+
+async def test_a_record_over_max_record_bytes_is_cut_to_fit_and_counted() -> None:
+    sink = MemorySink()
+    log = RequestLog(sink, flush_interval_s=0, max_record_bytes=4096)
+    await log.start()
+    big = {"id": "big", "inputs": {"a": _tensor(2000), "b": _tensor(3)}, "outputs": {"y": _tensor(600)}}
+    log.submit(big)
+    log.submit(lambda: {"id": "built", "nodes": {"n": {"outputs": {"t": _tensor(900)}}}})
+    log.submit({"id": "small", "inputs": {"a": _tensor(3)}})
+    await log.close()
+    first, built, small = sink.records
+    assert first["truncated"] == ["inputs.a"] and first["outputs"]["y"] == _tensor(600)
+    assert first["inputs"]["a"] == {
+        "datatype": "FP32",
+        "shape": [2000],
+        "truncated": True,
+        "elements": 2000,
+        "bytes": len(encode_line(_tensor(2000))) - 1,
+    }
+    assert built["truncated"] == ["n.t"] and "data" not in built["nodes"]["n"]["outputs"]["t"]
+    assert small == {"id": "small", "inputs": {"a": _tensor(3)}}
+    assert all(len(encode_line(r)) <= 4096 for r in sink.records)
+    assert log.counters()["truncated"] == 2 and log.written == 3
+
+
+async def test_an_unserialisable_record_still_fails_in_the_sink_and_0_is_no_cap(tmp_path: Path) -> None:
+    log = RequestLog(JsonlSink(tmp_path, fsync="none"), flush_interval_s=0, max_record_bytes=0)
+    await log.start()
+    log.submit({"id": "odd", "value": object()})
+    log.submit({"id": "huge", "inputs": {"a": _tensor(300_000)}})
+    await log.close()
+    assert (log.written, log.failed, log.truncated) == (1, 1, 0)
+    (written,) = await asyncio.to_thread(lambda: list(tmp_path.glob("*.jsonl")))
+    assert written.stat().st_size > 1_000_000  # no cap: the whole tensor
+
+
+def test_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         RequestLog(MemorySink(), queue_size=0)
+    with pytest.raises(ValueError, match=r"'max_record_bytes' must be 0 \(no cap\) or at least 1024"):
+        RequestLog(MemorySink(), max_record_bytes=100)
+    with pytest.raises(ValueError, match="'max_record_bytes' must be a whole number"):
+        request_log_from_config({"sink": "jsonl", "directory": str(tmp_path), "max_record_bytes": "1MB"})

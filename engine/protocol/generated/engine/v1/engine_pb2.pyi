@@ -114,16 +114,18 @@ class DescribeGraphResponse(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[str] = ..., last_error: _Optional[str] = ..., source_path: _Optional[str] = ..., description: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[Edge, _Mapping]]] = ..., mermaid: _Optional[str] = ..., request_log: _Optional[_Union[RequestLogCounters, _Mapping]] = ..., logging_enabled: _Optional[bool] = ..., logging_sample: _Optional[float] = ...) -> None: ...
 
 class RequestLogCounters(_message.Message):
-    __slots__ = ("written", "dropped", "failed", "pending")
+    __slots__ = ("written", "dropped", "failed", "pending", "truncated")
     WRITTEN_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     written: int
     dropped: int
     failed: int
     pending: int
-    def __init__(self, written: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., pending: _Optional[int] = ...) -> None: ...
+    truncated: int
+    def __init__(self, written: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., pending: _Optional[int] = ..., truncated: _Optional[int] = ...) -> None: ...
 
 class ValidateGraphRequest(_message.Message):
     __slots__ = ("yaml", "filename", "graph_dir")
