@@ -34,6 +34,7 @@ METRICS = {
     "engine_graph_ready",
     "engine_graph_load_failures_total",
     "engine_request_log_records_total",
+    "engine_request_log_truncated_records_total",
     "engine_feature_values_total",
     "engine_shadow_requests_total",
     "engine_shadow_rows_total",
