@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import queue
 import sys
 import threading
 import time
@@ -237,9 +238,15 @@ class OnnxRuntimeFactory:
         self._shadow_pool = ThreadPoolExecutor(
             max_workers=shadow_workers, thread_name_prefix="onnx-shadow", initializer=_background_thread
         )
-        self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx-close")
         self._sessions: dict[tuple[str, str, int], _SharedSession] = {}
         self._lock = threading.Lock()
+        # Releases reach the closing thread through a SimpleQueue: ``put`` is safe from a garbage
+        # collector's finalizer (a dropped graph version closes its models from one), which may run
+        # on any thread at any allocation, even inside an executor's ``submit`` or under ``_lock``:
+        # a submit or a lock taken there deadlocked.
+        self._releases: queue.SimpleQueue[_SharedSession | threading.Event | None] = queue.SimpleQueue()
+        self._closer = threading.Thread(target=self._closing, name="onnx-close", daemon=True)
+        self._closer.start()
         self.terminated_runs = 0  # pool runs (live or shadow) stopped because their caller gave up
 
     def _count_terminated(self) -> None:
@@ -314,29 +321,58 @@ class OnnxRuntimeFactory:
         return _SharedSession(session, signature, warmup, output_shapes(session))
 
     def _release(self, shared: _SharedSession) -> None:
-        doomed: list[ort.InferenceSession] = []
+        """A model let go of ``shared``: the closing thread counts it and frees the last one's session.
+
+        Called from ``OnnxModel.close``, itself called from any thread and from finalizers; it only
+        queues (no lock, no executor), so it can never block or deadlock its caller."""
+        self._releases.put(shared)
+
+    def _closing(self) -> None:
+        """The closing thread: counts releases, and frees sessions nobody uses on this thread.
+
+        Freeing a large session takes milliseconds with the GIL held, whichever thread runs it, so
+        the loop still waits for it; what keeps that short is malloc on huge pages
+        (engine/fleet/malloc.py: ~1 ms for 200 MB of weights instead of ~45). What this thread
+        spares the caller (the event loop, when a reload drops the old version) is running it."""
+        while True:
+            item = self._releases.get()
+            if item is None:  # close(): what is queued still gets counted and freed
+                while True:
+                    try:
+                        item = self._releases.get_nowait()
+                    except queue.Empty:
+                        return
+                    if isinstance(item, _SharedSession):
+                        self._let_go(item)
+                    elif item is not None:
+                        item.set()
+            if isinstance(item, threading.Event):  # settle(): every earlier release is done
+                item.set()
+                continue
+            self._let_go(item)
+
+    def _let_go(self, shared: _SharedSession) -> None:
         with self._lock:
             shared.users -= 1
-            if shared.users <= 0:
-                if shared.session is not None:
-                    doomed.append(shared.session)
-                shared.session = None
-                for key, value in list(self._sessions.items()):
-                    if value is shared:
-                        del self._sessions[key]
-        if doomed:
-            # Freeing a large session takes milliseconds: the closing thread empties ``doomed``, the
-            # only reference left, so the caller (the event loop, when a reload drops the old
-            # version) never runs the free itself. (Passing the session as an argument let the
-            # first free run on the caller: that thread starts inside ``submit`` and could be done
-            # before the caller let go of its own reference.) The free holds the GIL whichever
-            # thread runs it, so the loop still waits for it; what keeps that wait short is malloc
-            # on huge pages (engine/fleet/malloc.py: ~1 ms for 200 MB of weights instead of ~45).
-            with contextlib.suppress(RuntimeError):  # after close(): freed here, nothing else runs
-                self._closer.submit(doomed.clear)
+            if shared.users > 0:
+                return
+            session, shared.session = shared.session, None
+            for key, value in list(self._sessions.items()):
+                if value is shared:
+                    del self._sessions[key]
+        del session  # the last reference: the session is freed here, on this thread
+
+    def settle(self, timeout_s: float = 10.0) -> None:
+        """Wait until every release queued so far has been counted (and its session freed)."""
+        done = threading.Event()
+        self._releases.put(done)
+        if self._closer.is_alive():
+            done.wait(timeout_s)
 
     @property
     def open_sessions(self) -> int:
+        """Sessions in use, once the releases queued so far are counted."""
+        self.settle()
         return len(self._sessions)
 
     @property
@@ -350,7 +386,8 @@ class OnnxRuntimeFactory:
         self._shadow_pool.shutdown(wait=False, cancel_futures=True)  # a hung candidate is not waited for
         with self._lock:
             self._sessions.clear()
-        self._closer.shutdown(wait=True)
+        self._releases.put(None)
+        self._closer.join(30)
 
 
 def _file_sha256(path: Path) -> str:

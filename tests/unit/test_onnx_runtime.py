@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures.thread
+import contextlib
 import hashlib
 import logging
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -132,6 +135,35 @@ def test_one_session_per_file_released_by_the_last_close(tmp_path: Path, factory
     assert factory.open_sessions == 1
     second.close()
     assert factory.open_sessions == 0
+
+
+def _closes_within(model: OnnxModel, *held: Any) -> bool:
+    """Whether ``model.close()`` returns while this thread holds ``held`` (as a finalizer would)."""
+    returned = threading.Event()
+
+    def close() -> None:
+        with contextlib.ExitStack() as stack:
+            for lock in held:
+                stack.enter_context(lock)
+            model.close()
+            returned.set()
+
+    threading.Thread(target=close, daemon=True).start()
+    return returned.wait(5)
+
+
+def test_a_model_closed_from_a_finalizer_never_deadlocks(tmp_path: Path, factory) -> None:
+    """A dropped graph version closes its models from a GC finalizer, which runs wherever an
+    allocation triggers a collection: inside an executor's ``submit`` (holding concurrent.futures'
+    global lock), or while this factory's own lock is held by a load on the same thread. Closing
+    must neither submit to an executor nor take that lock there (both hung a test run)."""
+    path = linear_model(tmp_path / "m.onnx")
+    in_submit = factory.load(path, ModelOptions())
+    under_load = factory.load(path, ModelOptions())
+    assert _closes_within(in_submit, concurrent.futures.thread._global_shutdown_lock)
+    lock = factory._lock
+    assert _closes_within(under_load, lock)
+    assert factory.open_sessions == 0  # both releases counted, the session freed
 
 
 # --- inline or pool -----------------------------------------------------------------------------
