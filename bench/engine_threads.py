@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import grpc
 
+from bench.floor_server import serve_threads
 from engine.config import ServeSettings
 from engine.protocol.calls import GrpcInferCall
 from engine.protocol.codec import parse_message
@@ -67,19 +66,9 @@ def main() -> None:
     def ready(data: bytes, context: grpc.ServicerContext) -> bytes:
         return pb.ServerReadyResponse(ready=engine.state.serving).SerializeToString()
 
-    server = grpc.server(ThreadPoolExecutor(args.threads))
-    handlers: dict[str, Any] = {
-        "ModelInfer": grpc.unary_unary_rpc_method_handler(
-            infer, response_serializer=pb.ModelInferResponse.SerializeToString
-        ),
-        "ServerReady": grpc.unary_unary_rpc_method_handler(ready),
-    }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers),)
+    serve_threads(
+        args.port, args.threads, infer, ready, response_serializer=pb.ModelInferResponse.SerializeToString
     )
-    server.add_insecure_port(f"127.0.0.1:{args.port}")
-    server.start()
-    server.wait_for_termination()
 
 
 if __name__ == "__main__":

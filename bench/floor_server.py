@@ -15,6 +15,7 @@ import argparse
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import numpy as np
@@ -57,7 +58,7 @@ def main() -> None:
         serve_sync_to_loop(args.port, args.threads, answer)
         return
 
-    async def infer(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def infer(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         request = pb.ModelInferRequest.FromString(data)
         tensor = request.inputs[0]
         x = np.frombuffer(request.raw_input_contents[0], dtype=np.float32).reshape(tuple(tensor.shape))
@@ -73,12 +74,12 @@ def main() -> None:
         response.raw_output_contents.append(y.tobytes())
         return response.SerializeToString()
 
-    async def ready(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def ready(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         return pb.ServerReadyResponse(ready=True).SerializeToString()
 
     async def serve() -> None:
         server = grpc.aio.server()
-        handlers = {
+        handlers: dict[str, Any] = {
             "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
             "ServerReady": grpc.unary_unary_rpc_method_handler(ready),
         }
@@ -100,6 +101,27 @@ def main() -> None:
         asyncio.run(serve())
 
 
+def serve_threads(
+    port: int,
+    threads: int,
+    infer: Callable[[bytes, grpc.ServicerContext], Any],
+    ready: Callable[[bytes, grpc.ServicerContext], bytes],
+    response_serializer: Callable[[Any], bytes] | None = None,
+) -> None:
+    """grpc's thread-pool server answering ``ModelInfer`` and ``ServerReady``, until terminated."""
+    server = grpc.server(ThreadPoolExecutor(threads))
+    handlers: dict[str, Any] = {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(infer, response_serializer=response_serializer),
+        "ServerReady": grpc.unary_unary_rpc_method_handler(ready),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers),)
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
 def serve_sync(port: int, threads: int, answer: Callable[[bytes], bytes]) -> None:
     """grpc's thread-pool server: each call runs ``answer`` on one of ``threads`` threads."""
 
@@ -109,17 +131,7 @@ def serve_sync(port: int, threads: int, answer: Callable[[bytes], bytes]) -> Non
     def ready(data: bytes, context: grpc.ServicerContext) -> bytes:
         return pb.ServerReadyResponse(ready=True).SerializeToString()
 
-    server = grpc.server(ThreadPoolExecutor(threads))
-    handlers = {
-        "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
-        "ServerReady": grpc.unary_unary_rpc_method_handler(ready),
-    }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers),)
-    )
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    server.wait_for_termination()
+    serve_threads(port, threads, infer, ready)
 
 
 def serve_sync_to_loop(port: int, threads: int, answer: Callable[[bytes], bytes]) -> None:
@@ -144,17 +156,7 @@ def serve_sync_to_loop(port: int, threads: int, answer: Callable[[bytes], bytes]
     def ready(data: bytes, context: grpc.ServicerContext) -> bytes:
         return pb.ServerReadyResponse(ready=True).SerializeToString()
 
-    server = grpc.server(ThreadPoolExecutor(threads))
-    handlers = {
-        "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
-        "ServerReady": grpc.unary_unary_rpc_method_handler(ready),
-    }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers),)
-    )
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    server.wait_for_termination()
+    serve_threads(port, threads, infer, ready)
 
 
 if __name__ == "__main__":
