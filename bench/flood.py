@@ -20,13 +20,12 @@ refused calls were answered (gRPC's C core answers CANCELLED, with no pushback).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 LIMITS = (("ENGINE_MAX_CONCURRENCY", "8"), ("ENGINE_MAX_QUEUE", "16"), ("ENGINE_MAX_QUEUE_WAIT_S", "0.05"))
 FLOOD = 128
-GATE = int(os.environ.get("BENCH_FLOOD_GATE", "8"))  # concurrent RPCs gRPC lets in: the admission limit
-PENDING = int(os.environ.get("BENCH_FLOOD_PENDING", "16"))
+GATE = 8  # concurrent RPCs gRPC lets in: the admission limit
+PENDING = 16
 """Calls gRPC's core may hold for the server to pick up (the admission queue); beyond, refused in C."""
 
 

@@ -334,22 +334,21 @@ class OnnxRuntimeFactory:
         the loop still waits for it; what keeps that short is malloc on huge pages
         (engine/fleet/malloc.py: ~1 ms for 200 MB of weights instead of ~45). What this thread
         spares the caller (the event loop, when a reload drops the old version) is running it."""
+        stopping = False  # after close(): what is queued still gets counted and freed, then it ends
         while True:
-            item = self._releases.get()
-            if item is None:  # close(): what is queued still gets counted and freed
-                while True:
-                    try:
-                        item = self._releases.get_nowait()
-                    except queue.Empty:
-                        return
-                    if isinstance(item, _SharedSession):
-                        self._let_go(item)
-                    elif item is not None:
-                        item.set()
-            if isinstance(item, threading.Event):  # settle(): every earlier release is done
+            if not stopping:
+                item = self._releases.get()
+            else:
+                try:
+                    item = self._releases.get_nowait()
+                except queue.Empty:
+                    return
+            if item is None:
+                stopping = True
+            elif isinstance(item, threading.Event):  # settle(): every earlier release is done
                 item.set()
-                continue
-            self._let_go(item)
+            else:
+                self._let_go(item)
 
     def _let_go(self, shared: _SharedSession) -> None:
         with self._lock:
