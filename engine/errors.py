@@ -195,6 +195,10 @@ class Status(enum.Enum):
     UNAVAILABLE = "UNAVAILABLE"
     UNAUTHENTICATED = "UNAUTHENTICATED"
 
+    # Members are singletons compared by identity, so identity is a sound hash, and a C-level one:
+    # Enum's own hashes the member's name in Python, on every lookup of a table keyed by it.
+    __hash__ = object.__hash__
+
 
 STATUS_OF: dict[type[EngineError], Status] = {
     InvalidRequest: Status.INVALID_ARGUMENT,

@@ -33,6 +33,10 @@ class DataType(enum.Enum):
     FP64 = "FP64"
     BYTES = "BYTES"
 
+    # Members are singletons compared by identity, so identity is a sound hash, and a C-level one:
+    # Enum's own hashes the member's name in Python, on every lookup of a table keyed by it.
+    __hash__ = object.__hash__
+
     @property
     def numpy_dtype(self) -> np.dtype:
         return _TO_NUMPY[self]

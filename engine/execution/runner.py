@@ -242,7 +242,10 @@ class _Call:
             if isinstance(step, FunctionStep):
                 outs = step.fn(present)
             elif isinstance(step, ModelStep):
-                if self._inline(step, present):  # finishes without suspending: a timer could not stop it
+                limit = self.runner._inline_rows.get(step.name, 0)  # _inline, written out: every call
+                first = present[0] if present else None
+                if limit > 0 and (first is None or not first.ndim or first.shape[0] <= limit):
+                    # finishes without suspending: a timer could not stop it
                     outs = step.runtime.run_inline(present)
                 else:
                     run = await self._bounded_run(step, present)

@@ -87,11 +87,19 @@ class NodeStats:
         self.batch_rows += size
 
     def record(self, ok: bool, duration_ns: int, rows: int, queue_ns: int = 0) -> None:
-        (self.success if ok else self.fail).add(duration_ns)
-        self.latency.observe(duration_ns)
+        # Once per node per request: the Duration and Histogram steps written out, not called.
+        latency = self.latency
+        latency.counts[bisect_left(_BOUNDS_NS, duration_ns)] += 1
+        latency.sum_ns += duration_ns
         if ok:
+            done, queue = self.success, self.queue
+            done.count += 1
+            done.ns += duration_ns
+            queue.count += 1
+            queue.ns += queue_ns
             self.rows += rows
-            self.queue.add(queue_ns)
+        else:
+            self.fail.add(duration_ns)
         self.last_inference_ms = time.time_ns() // 1_000_000
 
 
@@ -140,15 +148,28 @@ class GraphStats:
         histogram = self.by_code.get(code)
         if histogram is None:
             histogram = self.by_code[code] = Histogram()
-        histogram.observe(total_ns)
+        histogram.counts[bisect_left(_BOUNDS_NS, total_ns)] += 1  # Histogram.observe, written out
+        histogram.sum_ns += total_ns
         if not ok:
             self.fail.add(total_ns)
             return
-        self.success.add(total_ns)
-        self.queue.add(0)
-        self.compute_input.add(decode_ns)
-        self.compute_infer.add(infer_ns)
-        self.compute_output.add(encode_ns)
+        # Once per request: the Duration steps written out, not called.
+        success, queue, decode, infer, encode = (
+            self.success,
+            self.queue,
+            self.compute_input,
+            self.compute_infer,
+            self.compute_output,
+        )
+        success.count += 1
+        success.ns += total_ns
+        queue.count += 1
+        decode.count += 1
+        decode.ns += decode_ns
+        infer.count += 1
+        infer.ns += infer_ns
+        encode.count += 1
+        encode.ns += encode_ns
         self.inference_count += rows
         self.execution_count += 1
         self.last_inference_ms = time.time_ns() // 1_000_000

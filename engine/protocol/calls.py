@@ -79,8 +79,11 @@ class GrpcInferCall:
         "_request",
         "_timeout",
         "_wanted",
+        "graph",
         "protocol",
+        "request_id",
         "run_ns",
+        "version",
     )
 
     def __init__(
@@ -97,6 +100,10 @@ class GrpcInferCall:
         """``raw``: answer in raw contents (True) or typed contents (False); None = as the request
         was sent (typed contents in, typed out)."""
         self._request = request
+        # read once: the core asks for each several times a call
+        self.graph: str = request.model_name
+        self.version: str = request.model_version
+        self.request_id: str = request.id
         self._context = context
         self._limits = limits
         self._wanted: tuple[str, ...] = ()
@@ -109,18 +116,6 @@ class GrpcInferCall:
         self.protocol = protocol
         self.run_ns = 0
         """How long the plan ran, once encoded (what ``Explain`` reports)."""
-
-    @property
-    def graph(self) -> str:
-        return self._request.model_name
-
-    @property
-    def version(self) -> str:
-        return self._request.model_version
-
-    @property
-    def request_id(self) -> str:
-        return self._request.id
 
     def time_remaining(self) -> float | None:
         """The gRPC deadline's time left, bounded by the request's ``timeout`` parameter (read in

@@ -64,7 +64,53 @@ def decode_inputs(
     wrong place; ``InvalidRequest`` when raw contents outnumber the inputs;
     ``Unimplemented`` for shared-memory inputs.
     """
-    inputs = request.inputs
+    inputs = list(request.inputs)  # one wrapper per tensor, each read once
+    if len(inputs) == len(expected) and all(
+        tensor.name == spec.name for tensor, spec in zip(inputs, expected, strict=True)
+    ):  # the usual request: the declared inputs, in order, each once
+        order: Sequence[int] = range(len(inputs))
+    else:
+        order = _positions(inputs, expected)
+
+    raw = request.raw_input_contents
+    n_raw = len(raw)
+    if n_raw:
+        if n_raw > len(inputs):
+            raise InvalidRequest(
+                f"raw_input_contents has {n_raw} entries for {len(inputs)} inputs "
+                "(give one entry per input, in input order, or none)"
+            )
+        if n_raw < len(inputs):
+            raise TensorError(
+                clip_name(inputs[n_raw].name),
+                f"has no raw_input_contents entry: {n_raw} entries for {len(inputs)} inputs "
+                "(give one entry per input, in input order, or none)",
+            )
+
+    decoded: dict[str, np.ndarray] = {}
+    for spec, index in zip(expected, order, strict=True):
+        tensor = inputs[index]
+        shape, count = _checked_shape(tensor, spec, limits)
+        typed = tensor.contents.ListFields() if tensor.HasField("contents") else []
+        if tensor.parameters and SHM_PARAMETER in tensor.parameters:
+            raise Unimplemented(
+                f"input '{spec.name}': shared memory is not supported; send the data in the request",
+                tensor=spec.name,
+            )
+        if n_raw:
+            if typed:
+                raise TensorError(spec.name, "has both typed contents and raw_input_contents; give one")
+            decoded[spec.name] = _decode_raw(spec, raw[index], shape, count)
+        else:
+            decoded[spec.name] = _decode_typed(spec, tensor, typed, shape, count)
+    return decoded
+
+
+def _positions(
+    inputs: Sequence[pb.ModelInferRequest.InferInputTensor], expected: Sequence[TensorSpec]
+) -> list[int]:
+    """Where each expected input is among the request's tensors; TensorError or InvalidRequest for
+    a duplicate, unknown or missing input."""
     position: dict[str, int] = {}
     for index, tensor in enumerate(inputs):
         name = tensor.name
@@ -94,47 +140,14 @@ def decode_inputs(
         raise InvalidRequest(
             f"{len(missing)} inputs missing: {described}; the model needs every one", tensor=missing[0].name
         )
-
-    raw = request.raw_input_contents
-    n_raw = len(raw)
-    if n_raw:
-        if n_raw > len(inputs):
-            raise InvalidRequest(
-                f"raw_input_contents has {n_raw} entries for {len(inputs)} inputs "
-                "(give one entry per input, in input order, or none)"
-            )
-        if n_raw < len(inputs):
-            raise TensorError(
-                clip_name(inputs[n_raw].name),
-                f"has no raw_input_contents entry: {n_raw} entries for {len(inputs)} inputs "
-                "(give one entry per input, in input order, or none)",
-            )
-
-    decoded: dict[str, np.ndarray] = {}
-    for spec in expected:
-        index = position[spec.name]
-        tensor = inputs[index]
-        shape, count = _checked_shape(tensor, spec, limits)
-        typed = tensor.contents.ListFields() if tensor.HasField("contents") else []
-        if SHM_PARAMETER in tensor.parameters:
-            raise Unimplemented(
-                f"input '{spec.name}': shared memory is not supported; send the data in the request",
-                tensor=spec.name,
-            )
-        if n_raw:
-            if typed:
-                raise TensorError(spec.name, "has both typed contents and raw_input_contents; give one")
-            decoded[spec.name] = _decode_raw(spec, raw[index], shape, count)
-        else:
-            decoded[spec.name] = _decode_typed(spec, tensor, typed, shape, count)
-    return decoded
+    return [position[spec.name] for spec in expected]
 
 
 def _checked_shape(
     tensor: pb.ModelInferRequest.InferInputTensor, spec: TensorSpec, limits: CodecLimits
 ) -> tuple[tuple[int, ...], int]:
     name = spec.name
-    if tensor.datatype != spec.datatype.value:
+    if tensor.datatype != spec.datatype._value_:  # _value_: the plain attribute behind .value
         raise TensorError(
             name, f"datatype '{clip_name(tensor.datatype)}' does not match the declared {spec.datatype.value}"
         )

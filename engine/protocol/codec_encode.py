@@ -29,9 +29,25 @@ from engine.tensors import DataType
 _pack_length: Final = struct.Struct("<I").pack
 
 
+_NATIVE: Final[dict[np.dtype, DataType]] = {
+    np.dtype(t): d
+    for t, d in (
+        (np.bool_, DataType.BOOL), (np.uint8, DataType.UINT8), (np.uint16, DataType.UINT16),
+        (np.uint32, DataType.UINT32), (np.uint64, DataType.UINT64), (np.int8, DataType.INT8),
+        (np.int16, DataType.INT16), (np.int32, DataType.INT32), (np.int64, DataType.INT64),
+        (np.float16, DataType.FP16), (np.float32, DataType.FP32), (np.float64, DataType.FP64),
+        (np.object_, DataType.BYTES),
+    )
+}  # fmt: skip
+"""The datatypes of native-byte-order dtypes, looked up before the general rules."""
+
+
 def datatype_of(name: str, array: np.ndarray) -> DataType:
     """The V2 datatype of an output array; ModelContractError if there is none."""
     dtype = array.dtype
+    found = _NATIVE.get(dtype)
+    if found is not None:
+        return found
     if dtype.byteorder == ">":
         dtype = dtype.newbyteorder("=")
     try:
@@ -71,7 +87,10 @@ def tensor_bytes(name: str, array: np.ndarray, datatype: DataType | None = None)
         return b"".join(parts)
     if datatype is DataType.BOOL:
         return np.ascontiguousarray(array, dtype=np.bool_).tobytes()
-    return np.ascontiguousarray(array, dtype=WIRE_DTYPE[datatype]).tobytes()
+    wire = WIRE_DTYPE[datatype]
+    if array.dtype == wire:  # tobytes writes row-major whatever the array's layout
+        return array.tobytes()
+    return np.ascontiguousarray(array, dtype=wire).tobytes()
 
 
 def _fill_typed(name: str, array: np.ndarray, datatype: DataType, contents: pb.InferTensorContents) -> None:
@@ -114,7 +133,7 @@ def encode_response(
         raw = True
     tensors = response.outputs
     for (name, array), datatype in zip(outputs, datatypes, strict=True):
-        tensor = tensors.add(name=name, datatype=datatype.value, shape=array.shape)
+        tensor = tensors.add(name=name, datatype=datatype._value_, shape=array.shape)
         if raw:
             response.raw_output_contents.append(tensor_bytes(name, array, datatype))
         else:

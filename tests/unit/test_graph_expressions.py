@@ -174,6 +174,9 @@ def test_division_by_zero_does_not_warn_or_raise() -> None:
     c = _compile("inputs.amount / 0")
     with np.errstate(all="raise"):
         out = c.fn([np.ones((1, 1), np.float32)])
+        assert np.geterr()["divide"] == "raise"  # the caller's error state is back afterwards
+        with pytest.raises(FloatingPointError):
+            np.ones(1) / 0
     assert np.isinf(out).all()
 
 

@@ -228,6 +228,19 @@ async def test_run_matches_numpy_inline_and_in_the_pool(tmp_path: Path, factory)
         assert y.dtype == np.float32 and y.shape == (5, 2)
 
 
+def test_runs_go_below_onnxruntimes_python_wrapper_with_the_same_answer(linear: OnnxModel) -> None:
+    session = linear._session
+    assert session is not None
+    # the session's C-level run, bound once, not InferenceSession.run (which re-checks every call)
+    assert linear._run_direct == session._sess.run
+    x = RNG.normal(size=(4, 3)).astype(np.float32)
+    (y,) = linear.run_sync([x])
+    np.testing.assert_array_equal(y, session.run(["y"], {"x": x})[0])
+    linear.close()
+    with pytest.raises(InternalError, match="closed"):
+        linear.run_sync([x])
+
+
 async def test_run_accepts_read_only_buffers(linear: OnnxModel) -> None:
     x = np.frombuffer(np.arange(6, dtype=np.float32).tobytes(), np.float32).reshape(2, 3)
     (y,) = (await linear.run([x])).outputs
