@@ -33,23 +33,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
 
-    session = None
-    if args.mode != "echo":
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+    session = None if args.mode == "echo" else open_session(args.model)
     pool = ThreadPoolExecutor(2)
-
-    def answer(data: bytes) -> bytes:  # the synchronous part, shared by every transport
-        request = pb.ModelInferRequest.FromString(data)
-        tensor = request.inputs[0]
-        x = np.frombuffer(request.raw_input_contents[0], dtype=np.float32).reshape(tuple(tensor.shape))
-        y = x if session is None else session.run(["y"], {"x": x})[0]
-        response = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
-        response.outputs.add(name="y", datatype="FP32", shape=list(y.shape))
-        response.raw_output_contents.append(y.tobytes())
-        return response.SerializeToString()
+    answer = answerer(session)
 
     if args.transport == "sync":
         serve_sync(args.port, args.threads, answer)
@@ -59,20 +45,14 @@ def main() -> None:
         return
 
     async def infer(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        if session is None or args.mode == "ort-inline":
+            return answer(data)
         request = pb.ModelInferRequest.FromString(data)
         tensor = request.inputs[0]
         x = np.frombuffer(request.raw_input_contents[0], dtype=np.float32).reshape(tuple(tensor.shape))
-        if session is None:
-            y = x
-        elif args.mode == "ort-inline":
-            y = session.run(["y"], {"x": x})[0]
-        else:
-            loop = asyncio.get_running_loop()
-            y = (await loop.run_in_executor(pool, session.run, ["y"], {"x": x}))[0]
-        response = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
-        response.outputs.add(name="y", datatype="FP32", shape=list(y.shape))
-        response.raw_output_contents.append(y.tobytes())
-        return response.SerializeToString()
+        loop = asyncio.get_running_loop()
+        y = (await loop.run_in_executor(pool, session.run, ["y"], {"x": x}))[0]
+        return _response(request, y)
 
     async def ready(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         return pb.ServerReadyResponse(ready=True).SerializeToString()
@@ -99,6 +79,36 @@ def main() -> None:
         uvloop.run(serve())
     except ImportError:
         asyncio.run(serve())
+
+
+def open_session(model: str) -> ort.InferenceSession:
+    """onnxruntime on the CPU with one thread, as the engine opens a model by default."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def answerer(session: ort.InferenceSession | None) -> Callable[[bytes], bytes]:
+    """The floor's whole synchronous work for one call's bytes: parse, ``np.frombuffer``, run
+    the model (or echo the input when ``session`` is None), build and serialise the answer.
+    Every transport here calls it, and ``bench.core_cost`` measures it beside the engine's core."""
+
+    def answer(data: bytes) -> bytes:
+        request = pb.ModelInferRequest.FromString(data)
+        tensor = request.inputs[0]
+        x = np.frombuffer(request.raw_input_contents[0], dtype=np.float32).reshape(tuple(tensor.shape))
+        y = x if session is None else session.run(["y"], {"x": x})[0]
+        return _response(request, y)
+
+    return answer
+
+
+def _response(request: pb.ModelInferRequest, y: np.ndarray) -> bytes:
+    response = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+    response.outputs.add(name="y", datatype="FP32", shape=list(y.shape))
+    response.raw_output_contents.append(y.tobytes())
+    return response.SerializeToString()
 
 
 def serve_threads(
