@@ -64,9 +64,12 @@ def decode_inputs(
     wrong place; ``InvalidRequest`` when raw contents outnumber the inputs;
     ``Unimplemented`` for shared-memory inputs.
     """
-    inputs = list(request.inputs)  # one wrapper per tensor, each read once
+    # One wrapper per tensor, each read once. A slice, not list(): upb's containers have no
+    # __iter__, so iterating one ends by raising (and formatting) an IndexError.
+    inputs = request.inputs[:]
     if len(inputs) == len(expected) and all(
-        tensor.name == spec.name for tensor, spec in zip(inputs, expected, strict=True)
+        tensor.name == spec.name
+        for tensor, spec in zip(inputs, expected, strict=False)  # lengths equal
     ):  # the usual request: the declared inputs, in order, each once
         order: Sequence[int] = range(len(inputs))
     else:
@@ -88,7 +91,7 @@ def decode_inputs(
             )
 
     decoded: dict[str, np.ndarray] = {}
-    for spec, index in zip(expected, order, strict=True):
+    for spec, index in zip(expected, order, strict=False):  # order has one index per expected input
         tensor = inputs[index]
         shape, count = _checked_shape(tensor, spec, limits)
         typed = tensor.contents.ListFields() if tensor.HasField("contents") else []
@@ -151,7 +154,7 @@ def _checked_shape(
         raise TensorError(
             name, f"datatype '{clip_name(tensor.datatype)}' does not match the declared {spec.datatype.value}"
         )
-    shape = tuple(tensor.shape)
+    shape = tuple(tensor.shape[:])  # the slice is a list: no iteration of the upb container
     count = checked_shape(name, shape, spec, limits.max_elements)
     return shape, count
 

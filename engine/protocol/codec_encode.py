@@ -132,7 +132,7 @@ def encode_response(
     if not raw and DataType.FP16 in datatypes:
         raw = True
     tensors = response.outputs
-    for (name, array), datatype in zip(outputs, datatypes, strict=True):
+    for (name, array), datatype in zip(outputs, datatypes, strict=False):  # one datatype per output
         tensor = tensors.add(name=name, datatype=datatype._value_, shape=array.shape)
         if raw:
             response.raw_output_contents.append(tensor_bytes(name, array, datatype))

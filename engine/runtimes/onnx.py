@@ -175,7 +175,7 @@ class OnnxModel:
                 f"model '{self._name}' takes {len(self._input_names)} inputs, was given {len(inputs)}"
             )
         try:
-            feed = dict(zip(self._input_names, inputs, strict=True))
+            feed = dict(zip(self._input_names, inputs, strict=False))  # lengths checked above
             outputs = run(self._output_names, feed, options or self._run_options)
         except Exception as exc:
             if options is not None and options.terminate:  # stopped on purpose: counted, not logged
@@ -192,7 +192,7 @@ class OnnxModel:
             raise ModelContractError(
                 f"model '{self._name}' returned {len(outputs)} outputs, declares {len(self._output_dtypes)}"
             )
-        for (name, dtype, shape), array in zip(self._outputs_checked, outputs, strict=True):
+        for (name, dtype, shape), array in zip(self._outputs_checked, outputs, strict=False):  # checked above
             if not isinstance(array, np.ndarray) or array.dtype != dtype:
                 got = getattr(array, "dtype", type(array).__name__)
                 raise ModelContractError(

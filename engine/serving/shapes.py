@@ -34,7 +34,7 @@ def checked_shape(name: str, shape: tuple[int, ...], spec: TensorSpec, max_eleme
             f"shape {shape_text(shape)} has rank {len(shape)} but the declared shape "
             f"{spec.shape_text()} has rank {len(spec.shape)}",
         )
-    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
+    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=False)):  # ranks checked above
         if got < 0:
             raise TensorError(name, f"shape {shape_text(shape)} has a negative dimension at axis {axis}")
         if want != -1 and got != want:

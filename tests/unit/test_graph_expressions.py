@@ -86,6 +86,42 @@ def test_types_follow_numpy_2(text: str, datatype: DataType) -> None:
     assert _compile(text).datatype is datatype
 
 
+@pytest.mark.parametrize("datatype", ["FP32", "FP64", "FP16", "INT32", "INT64", "INT8", "UINT8", "UINT32"])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "t + 3", "2.5 - t", "t * 0.1", "t / 2", "7 / t", "t // 3", "t % 4", "t ** 2", "2 ** t",
+        "t < 1.5", "t >= 2", "t == 3", "-1 < t", "t > 255", "t != 1e10", "minimum(t, 2)", "maximum(0.5, t)",
+    ],
+)  # fmt: skip
+def test_literals_give_what_numpy_gives_with_python_numbers(datatype: str, template: str) -> None:
+    """A literal beside a tensor is converted once, when the expression compiles: every answer and
+    dtype stays what numpy gives for the Python number, out-of-range integers in comparisons too."""
+    try:
+        c = compile_expression(parse(template), {"t": spec("t", datatype, (-1,))})
+    except ExprError:  # numpy itself refuses it (e.g. an integer literal out of the tensor's range)
+        return
+    dtype = DataType(datatype).numpy_dtype
+    signed = np.issubdtype(dtype, np.signedinteger) or dtype.kind == "f"
+    t = (np.arange(-3, 9) if signed and "** t" not in template else np.arange(12)).astype(dtype)
+    operators = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.true_divide, "//": np.floor_divide,
+                 "%": np.remainder, "**": np.power, "<": np.less, ">=": np.greater_equal, "==": np.equal,
+                 ">": np.greater, "!=": np.not_equal}  # fmt: skip
+    left, op, right = template.replace("(", " ").replace(",", " ").replace(")", " ").split()[:3]
+    if left in ("minimum", "maximum"):
+        func, (a, b) = getattr(np, left), (op, right)
+    else:
+        func, a, b = operators[op], left, right
+    operands = [
+        t if side == "t" else (float(side) if "." in side or "e" in side else int(side)) for side in (a, b)
+    ]
+    with np.errstate(all="ignore"):
+        want = func(*operands)
+        got = c.fn([t])
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
 def test_sigmoid_and_where_values() -> None:
     c = _compile("where(inputs.amount >= 0, sigmoid(inputs.amount), -1)")
     out = c.fn([np.array([[0.0], [-5.0]], np.float32)])

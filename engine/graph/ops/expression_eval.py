@@ -281,6 +281,20 @@ class _Compiler:
         return _Part(np.asarray(sample), shape, _closure(func, parts))
 
 
+def _typed(literal: Any, other: Any) -> Any:
+    """A number literal beside an array operand of a ufunc, as a 0-d array of the dtype numpy would
+    convert it to (the pair's result type, literals being weak): the same answer, without the
+    conversion on every call. Left as it is when numpy would not convert it (an integer out of the
+    array's range, which comparisons allow) and for anything but a plain number."""
+    if not isinstance(literal, int | float) or not isinstance(other, np.ndarray):
+        return literal
+    try:
+        with np.errstate(all="ignore"):  # 1e10 beside FP16 is inf, as numpy makes it on every call
+            return np.asarray(literal, dtype=np.result_type(other, literal))
+    except (OverflowError, TypeError, ValueError):
+        return literal
+
+
 def _constant(value: Any) -> Evaluator:
     return lambda _arrays: value
 
@@ -296,6 +310,11 @@ def _closure(func: Callable[..., Any], parts: list[_Part]) -> Evaluator:
     if len(parts) == 2:
         a, b = runs
         ca, cb = consts
+        if isinstance(func, np.ufunc):  # a literal beside an array: converted once, here
+            if a is None:
+                ca = _typed(ca, cb)
+            if b is None:
+                cb = _typed(cb, ca)
         if a is None:
             assert b is not None
             return lambda arrays: func(ca, b(arrays))
