@@ -176,7 +176,7 @@ def _run(targets: list[str], calls: int, repeats: int) -> dict[str, float]:
 
 def read_dumps(folder: Path) -> dict[str, dict[str, int]]:
     """``label -> {thread: instructions}`` from callgrind's dump files in ``folder`` (one file per
-    dump and thread with ``--separate-threads=yes``; the thread is the file name's ``-NN``)."""
+    dump and thread with ``--separate-threads=yes``; each names its thread on a ``thread:`` line)."""
     found: dict[str, dict[str, int]] = {}
     for path in sorted(folder.glob("callgrind.out.*")):
         label = thread = None
