@@ -7,9 +7,9 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8001
 PYTEST_ARGS ?=
 
-.PHONY: venv models serve test bench bench-peers bench-workers soak memrun proto lint format clean image
+.PHONY: venv compiled interpreted models serve test bench bench-peers bench-workers soak memrun proto lint format clean image
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
@@ -17,19 +17,38 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The hot path compiled to C in place by mypyc (setup.py lists the modules). Rebuilt when any
+# source of the engine changes: a compiled module can inline another module's Final constants.
+# ENGINE_COMPILE=0 runs every target on the interpreted sources instead.
+ENGINE_COMPILE ?= 1
+COMPILED_STAMP := $(VENV)/.compiled
+ENGINE_SOURCES := $(shell find engine -name '*.py' -not -path '*/generated/*')
+$(COMPILED_STAMP): $(STAMP) setup.py $(ENGINE_SOURCES)
+	ENGINE_COMPILE=1 $(BIN)/python setup.py -q build_ext --inplace
+	find engine -name '*.so' -exec touch {} +
+	touch $@
+
+compiled: $(COMPILED_STAMP)
+
+interpreted:
+	find engine -name '*.so' -delete
+	rm -f $(COMPILED_STAMP) engine_native*.so
+
+CORE := $(if $(filter 0,$(ENGINE_COMPILE)),interpreted,compiled)
+
 # Trains the example models on seeded synthetic data; only missing files are built.
 models: $(STAMP)
 	$(BIN)/python graphs/build_models.py
 
-serve: models
+serve: models $(CORE)
 	$(BIN)/engine serve graphs/ --host $(HOST) --port $(PORT)
 
 # pytest exit code 5 means no tests ran: that is a failure.
-test: models
+test: models $(CORE)
 	@$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
 
-bench: models
+bench: models $(CORE)
 	$(BIN)/python -m bench.run
 
 # The engine against Triton (nvidia-pytriton's tritonserver) and MLServer in one run (bench/peers.py).
@@ -40,20 +59,20 @@ $(PEERS_VENV)/.installed:
 	$(PEERS_VENV)/bin/python -m pip install -q 'nvidia-pytriton==0.7.0' 'mlserver==1.7.1' onnxruntime 'numpy<2'
 	touch $@
 
-bench-peers: models $(PEERS_VENV)/.installed
+bench-peers: models $(CORE) $(PEERS_VENV)/.installed
 	$(BIN)/python -m bench.peers
 
 # --workers 1 and 2 driven by Triton's C++ perf_analyzer, with the client's CPU share (bench/workers.py).
-bench-workers: models
+bench-workers: models $(CORE)
 	$(BIN)/python -m bench.workers
 
 # 10 minutes at 70% of capacity with reloads, varied batches and request logging (SOAK_SECONDS to change).
-soak: models
+soak: models $(CORE)
 	$(BIN)/python -m bench.soak
 
 # 5 minutes of the soak on the one-model graph with dynamic batching, requests of 1 to 100 rows:
 # resident memory must not grow (bench/memrun.py).
-memrun: models
+memrun: models $(CORE)
 	SOAK_SECONDS=$${SOAK_SECONDS:-300} SOAK_WORKLOAD=batched $(BIN)/python -m bench.soak
 
 proto: $(STAMP)
@@ -74,5 +93,5 @@ format: $(STAMP)
 image:
 	docker build -t graph-engine:latest .
 
-clean:
-	rm -rf $(VENV) $(PEERS_VENV) .pytest_cache .ruff_cache
+clean: interpreted
+	rm -rf $(VENV) $(PEERS_VENV) .pytest_cache .ruff_cache build

@@ -31,6 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from adapters.registry import FeatureCatalog
+from engine import compiled
 from engine.config import ServeSettings
 from engine.errors import EngineError
 from engine.interfaces import RuntimeFactory
@@ -310,6 +311,7 @@ class EngineServer:
         if self._judges_rollouts:
             self._rollout_driver = asyncio.create_task(RolloutDriver(self.rollouts, self.control).run())
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        _log_compiled()
         log.info(
             "serving %d graph(s) on %s:%d",
             sum(1 for e in self.repository.entries() if e.versions),
@@ -729,3 +731,18 @@ def run(settings: ServeSettings) -> None:
             pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(serve(settings))
+
+
+def _log_compiled() -> None:
+    """Say whether the hot path runs compiled (setup.py), and warn of extensions older than sources."""
+    modules = compiled.loaded_compiled()
+    if modules:
+        log.info("hot path compiled: %d modules (mypyc)", len(modules))
+    else:
+        log.info("hot path interpreted (no compiled modules)")
+    stale = compiled.stale()
+    if stale:
+        log.warning(
+            "%d compiled modules are older than the sources, which are not what runs: `make compiled`",
+            len(stale),
+        )

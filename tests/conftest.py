@@ -16,6 +16,19 @@ ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "graphs"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test compiled modules built from older sources: they are not the code under test."""
+    from engine import compiled
+
+    stale = compiled.stale()
+    if stale:
+        pytest.exit(
+            f"{len(stale)} compiled modules (e.g. {stale[0]}) are older than the engine's sources: "
+            "run `make compiled`, or `make interpreted` to test the sources as they are",
+            returncode=2,
+        )
+
+
 @pytest.fixture(scope="session")
 def example_graphs() -> Path:
     """The repository's example graphs, with their models built (idempotent)."""

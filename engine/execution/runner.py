@@ -367,7 +367,7 @@ class _Call:
         n = assignment.shape[0]
         if self.arms is not None and step.kind == "split":
             self.arms[step.name] = (assignment, tuple(b.label for b in step.branches))
-        branch_rows = dict.fromkeys((b.label for b in step.branches), 0)
+        branch_rows = dict.fromkeys([b.label for b in step.branches], 0)
         if n and (n == 1 or not (assignment != assignment[0]).any()):
             # Every row takes one branch (always so at batch 1): no partition, no reassembly.
             branch = step.branches[int(assignment[0])]

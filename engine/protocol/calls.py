@@ -120,7 +120,9 @@ class GrpcInferCall:
     def time_remaining(self) -> float | None:
         """The gRPC deadline's time left, bounded by the request's ``timeout`` parameter (read in
         ``decode``: admission waits by the gRPC deadline alone)."""
-        remaining: float | None = self._context.time_remaining()
+        # grpc's stub says float, but it is None without a deadline (compiled code checks the type)
+        context: Any = self._context
+        remaining: float | None = context.time_remaining()
         if self._timeout is not None and self._deadline_set:
             left = self._timeout - time.monotonic()
             if remaining is None or left < remaining:

@@ -73,6 +73,8 @@ ALLOWED: dict[str, set[str]] = {
     "engine.registry": KERNEL,
     "engine.observability": KERNEL | {"engine.execution.stats", "engine.shadow", "engine.monitoring"},
     "engine.config": set(),
+    # which modules run compiled (setup.py) and whether their extensions are stale
+    "engine.compiled": set(),
     "adapters": KERNEL,
     "loadtest": {"engine.protocol.generated"},
 }

@@ -299,15 +299,19 @@ async def test_a_pool_run_reports_its_thread_wait(tmp_path: Path, factory: OnnxR
     assert run.queue_ns >= 0 and run.batch_rows == 0 and not run.counts_batch
 
 
-def _pool_thread_in_run_sync() -> bool:
-    """Some ``onnx`` pool thread is inside ``OnnxModel.run_sync`` (so inside ``session.run``)."""
+def _a_pool_thread_is_running_a_job() -> bool:
+    """Some ``onnx`` pool thread is running its job (``OnnxModel._timed_run``, so ``session.run``).
+
+    Read from the thread's Python frames at the executor's ``_WorkItem.run``, the last frame that is
+    Python whether or not the engine's own modules are compiled (compiled functions have none)."""
     frames = sys._current_frames()
     for thread in threading.enumerate():
         frame = frames.get(thread.ident or -1)
         if not thread.name.startswith("onnx"):
             continue
         while frame is not None:
-            if frame.f_code.co_name == "run_sync":
+            code = frame.f_code
+            if code.co_name == "run" and code.co_filename.endswith("concurrent/futures/thread.py"):
                 return True
             frame = frame.f_back
     return False
@@ -324,7 +328,7 @@ async def test_a_cancelled_pool_run_is_terminated_not_left_running(
     task = asyncio.create_task(slow.run([x]))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
-    while not _pool_thread_in_run_sync() and loop.time() < deadline:  # noqa: ASYNC110
+    while not _a_pool_thread_is_running_a_job() and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
     await asyncio.sleep(0.05)
     task.cancel()

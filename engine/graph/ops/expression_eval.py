@@ -92,7 +92,7 @@ class _Part:
 
 def compile_expression(tree: Expr, specs: Mapping[str, TensorSpec]) -> CompiledExpr:
     """Check and compile ``tree``; ``specs`` gives each referenced name's spec. Raises ExprError."""
-    names = tuple(dict.fromkeys(n for n in _names(tree)))
+    names = tuple(dict.fromkeys(_names(tree)))
     index = {name: i for i, name in enumerate(names)}
     part = _Compiler(specs, index).part(tree)
     if part.shape is None or part.run is None:
@@ -226,7 +226,7 @@ class _Compiler:
 
             def text_in(arrays: Sequence[np.ndarray]) -> np.ndarray:
                 values = run(arrays)
-                found = np.fromiter((e in members for e in values.reshape(-1)), np.bool_, values.size)
+                found = np.fromiter([e in members for e in values.reshape(-1)], np.bool_, values.size)
                 return (~found if negated else found).reshape(values.shape)
 
             return _Part(np.zeros(1, np.bool_), operand.shape, text_in)
@@ -267,7 +267,7 @@ class _Compiler:
     def apply(self, func: Callable[..., Any], parts: list[_Part], col: int, what: str) -> _Part:
         try:
             with np.errstate(all="ignore"):
-                sample = func(*(p.sample for p in parts))
+                sample = func(*[p.sample for p in parts])
         except (ArithmeticError, TypeError, ValueError) as exc:
             operands = " and ".join(p.describe() for p in parts)
             raise ExprError(f"cannot apply {what} to {operands}: {exc}", col) from None
@@ -325,4 +325,4 @@ def _closure(func: Callable[..., Any], parts: list[_Part]) -> Evaluator:
     getters: list[Evaluator] = [
         r if r is not None else _constant(c) for r, c in zip(runs, consts, strict=True)
     ]
-    return lambda arrays: func(*(g(arrays) for g in getters))
+    return lambda arrays: func(*[g(arrays) for g in getters])
