@@ -334,12 +334,12 @@ def scenarios(
     ]
 
 
-def _wait_ready(url: str, proc: subprocess.Popen) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> None:
     channel = grpc.insecure_channel(url)
     ready = channel.unary_unary(
         "/inference.GRPCInferenceService/ServerReady", response_deserializer=pb.ServerReadyResponse.FromString
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
