@@ -33,7 +33,7 @@ from engine.monitoring.quality import BINARY, OUTCOMES, merge_feedback
 from engine.monitoring.report import MonitorReport, build_report
 from engine.monitoring.report import render_table as render_monitor_table
 from engine.repository import GraphRepository
-from engine.serving.control import ControlPlane
+from engine.serving.control import Answer, ControlPlane
 from engine.serving.operations import (
     merge_drift_states,
     merge_index,
@@ -64,6 +64,10 @@ NODE_SEPARATOR = "."
 RELOAD_TIMEOUT_S = 600.0
 """How long a reload waits for every worker (loading and warming up large models takes a while)."""
 READ_TIMEOUT_S = 10.0
+AGREE_ROUNDS = 50
+AGREE_WAIT_S = 0.02
+"""A rollout's status is read again, this often and at most this many times, until every worker
+agrees on it (a transition in flight takes milliseconds to reach them all)."""
 """How long statistics, reports and the index wait for every worker."""
 
 
@@ -271,7 +275,7 @@ class ServerAdmin:
         if action != "status":
             args = operator_transition(rollout, action)
             await self.control.broadcast("rollout", {"action": "apply", **args}, RELOAD_TIMEOUT_S)
-        views = await self.control.broadcast("rollout", {"action": "view", "graph": graph}, READ_TIMEOUT_S)
+        views = await self._agreed_views(graph)
         judged = [
             v for v in views.values() if v.get("judge") and v.get("graph")
         ]  # the deciding process's view:
@@ -280,6 +284,22 @@ class ServerAdmin:
         answer = await self.control.broadcast("rollout", {"action": "counts"}, READ_TIMEOUT_S)
         view["numbers"] = status_numbers(merge_counts(answer.values(), self.rollouts.windows()).get(graph))
         return ShadowReportText(json.dumps(view, sort_keys=True), render_status(view))
+
+    async def _agreed_views(self, graph: str) -> Answer:
+        """Every worker's view of ``graph``'s rollout, read again while they differ on where it
+        stands: a transition reaches the workers one by one, and the status reported must be the
+        one every worker routes by (for a few milliseconds, one may still route the old way)."""
+        for _ in range(AGREE_ROUNDS - 1):
+            views = await self.control.broadcast(
+                "rollout", {"action": "view", "graph": graph}, READ_TIMEOUT_S
+            )
+            stands = {
+                (v.get("candidate"), v.get("status"), v.get("step")) for v in views.values() if v.get("graph")
+            }
+            if len(stands) <= 1:
+                return views
+            await asyncio.sleep(AGREE_WAIT_S)
+        return await self.control.broadcast("rollout", {"action": "view", "graph": graph}, READ_TIMEOUT_S)
 
     def _known(self, name: str) -> bool:
         return any(entry.name == name for entry in self.repository.entries())
