@@ -9,10 +9,11 @@ PYTEST_ARGS ?=
 
 .PHONY: venv compiled interpreted models serve test bench bench-peers bench-workers soak memrun proto lint format clean image
 
+# The editable install is plain Python (its isolated build has no mypyc); `compiled` builds in place.
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	ENGINE_COMPILE=0 $(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -32,7 +33,7 @@ compiled: $(COMPILED_STAMP)
 
 interpreted:
 	find engine -name '*.so' -delete
-	rm -f $(COMPILED_STAMP) engine_native*.so
+	rm -f $(COMPILED_STAMP)
 
 CORE := $(if $(filter 0,$(ENGINE_COMPILE)),interpreted,compiled)
 

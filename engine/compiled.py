@@ -39,7 +39,9 @@ def loaded_compiled() -> list[str]:
     return sorted(
         name
         for name, module in list(sys.modules.items())
-        if name.startswith("engine.") and str(getattr(module, "__file__", "") or "").endswith(_SUFFIXES)
+        if name.startswith("engine.")
+        and "__mypyc" not in name  # the group's shared library, not a module of the engine's
+        and str(getattr(module, "__file__", "") or "").endswith(_SUFFIXES)
     )
 
 

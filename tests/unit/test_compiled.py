@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -33,7 +34,21 @@ def test_every_listed_module_runs_compiled() -> None:
     assert listed and sorted(listed) == compiled.compiled(), "run `make compiled`"
     for name in listed:
         assert importlib.import_module(name).__file__.endswith(".so"), name  # type: ignore[union-attr]
-    assert set(listed) <= set(compiled.loaded_compiled())
+    assert compiled.loaded_compiled() == sorted(listed)  # the group's shared library is not a module
+
+
+def test_the_server_says_at_start_up_what_runs_compiled(caplog: pytest.LogCaptureFixture) -> None:
+    from engine.server import _log_compiled
+
+    for name in _listed():
+        importlib.import_module(name)
+    with caplog.at_level(logging.INFO, logger="engine.server"):
+        _log_compiled()
+    if os.environ.get("ENGINE_COMPILE") == "0":
+        assert "hot path interpreted (no compiled modules)" in caplog.text
+    else:
+        assert f"hot path compiled: {len(_listed())} modules (mypyc)" in caplog.text
+    assert "older than the sources" not in caplog.text
 
 
 @pytest.mark.skipif(os.environ.get("ENGINE_COMPILE") != "0", reason="the compiled run")
