@@ -158,18 +158,23 @@ async def measure(folder: Path, targets: list[str], calls: int, repeats: int) ->
     return found
 
 
+def write_graphs(folder: Path, names: list[str]) -> None:
+    """``folder/<name>/graph.yaml`` and its model for each of ``names`` (keys of ``GRAPHS``).
+
+    The model runs inline, as ``execution: auto`` decides for it at full speed: under callgrind
+    its timed warm-up is about 50 times slower, and ``auto`` would send it to the thread pool."""
+    for name in names:
+        graph = GRAPHS[name].replace("model: mlp32.onnx,", "model: mlp32.onnx, execution: inline,")
+        assert "execution: inline" in graph, name
+        (folder / name).mkdir()
+        (folder / name / "graph.yaml").write_text(graph)
+        shutil.copy(run.MLP, folder / name / "mlp32.onnx")
+
+
 def _run(targets: list[str], calls: int, repeats: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for name in targets:
-            if name in GRAPHS:
-                (folder / name).mkdir()
-                # inline, as `auto` decides for this model at full speed: under callgrind its timed
-                # warm-up is about 50 times slower, and `auto` would send it to the thread pool
-                graph = GRAPHS[name].replace("model: mlp32.onnx,", "model: mlp32.onnx, execution: inline,")
-                assert "execution: inline" in graph, name
-                (folder / name / "graph.yaml").write_text(graph)
-                shutil.copy(run.MLP, folder / name / "mlp32.onnx")
+        write_graphs(folder, [name for name in targets if name in GRAPHS])
         try:
             import uvloop
 

@@ -44,7 +44,7 @@ from pathlib import Path
 import grpc
 
 from bench import run
-from bench.core_cost import GRAPHS, _request, read_dumps
+from bench.core_cost import GRAPHS, _request, read_dumps, write_graphs
 from engine.protocol.generated.inference import grpc_service_pb2 as pb
 
 FLOORS = {"floor-echo": "echo", "floor-ort": "ort-inline"}
@@ -54,14 +54,6 @@ THREADS = {f"{name}-threads": name for name in GRAPHS}
 SERVERS = (*FLOORS, *SYNC_FLOORS, *GRAPHS, *THREADS)
 IDLE_S = 5.0
 """The idle window: long enough for a few hundred ticks of a 5 ms timer under callgrind."""
-
-
-def _graphs(folder: Path) -> None:
-    for name, text in GRAPHS.items():
-        (folder / name).mkdir()
-        graph = text.replace("model: mlp32.onnx,", "model: mlp32.onnx, execution: inline,")
-        (folder / name / "graph.yaml").write_text(graph)
-        shutil.copy(run.MLP, folder / name / "mlp32.onnx")
 
 
 def _command(server: str, port: int, graphs: Path) -> list[str]:
@@ -125,7 +117,7 @@ def count(server: str, calls: int, concurrency: int = 1) -> dict[str, float]:
         out, graphs = Path(tmp) / "out", Path(tmp) / "graphs"
         out.mkdir()
         graphs.mkdir()
-        _graphs(graphs)
+        write_graphs(graphs, list(GRAPHS))
         port = run._free_port()
         command = [
             *("valgrind", "--tool=callgrind", "--separate-threads=yes", "--dump-line=no"),
@@ -154,12 +146,7 @@ def count(server: str, calls: int, concurrency: int = 1) -> dict[str, float]:
             _callgrind("--dump", "idle", proc.pid)
             channel.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            run.stop(proc, 60)
         dumps = read_dumps(out)
     rate = {thread: n / IDLE_S for thread, n in dumps["idle"].items()}
 

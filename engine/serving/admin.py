@@ -64,11 +64,11 @@ NODE_SEPARATOR = "."
 RELOAD_TIMEOUT_S = 600.0
 """How long a reload waits for every worker (loading and warming up large models takes a while)."""
 READ_TIMEOUT_S = 10.0
+"""How long statistics, reports and the index wait for every worker."""
 AGREE_ROUNDS = 50
 AGREE_WAIT_S = 0.02
 """A rollout's status is read again, this often and at most this many times, until every worker
 agrees on it (a transition in flight takes milliseconds to reach them all)."""
-"""How long statistics, reports and the index wait for every worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +289,7 @@ class ServerAdmin:
         """Every worker's view of ``graph``'s rollout, read again while they differ on where it
         stands: a transition reaches the workers one by one, and the status reported must be the
         one every worker routes by (for a few milliseconds, one may still route the old way)."""
-        for _ in range(AGREE_ROUNDS - 1):
+        for _ in range(AGREE_ROUNDS):
             views = await self.control.broadcast(
                 "rollout", {"action": "view", "graph": graph}, READ_TIMEOUT_S
             )
@@ -297,9 +297,9 @@ class ServerAdmin:
                 (v.get("candidate"), v.get("status"), v.get("step")) for v in views.values() if v.get("graph")
             }
             if len(stands) <= 1:
-                return views
+                break
             await asyncio.sleep(AGREE_WAIT_S)
-        return await self.control.broadcast("rollout", {"action": "view", "graph": graph}, READ_TIMEOUT_S)
+        return views
 
     def _known(self, name: str) -> bool:
         return any(entry.name == name for entry in self.repository.entries())
